@@ -1,0 +1,411 @@
+/*
+ * rusm/otp.h — the Wasm-free core of RUSM: runtime, schedulers, processes,
+ * mailboxes and messages.
+ *
+ * Conventions (libuv style):
+ *  - Functions return 0 (or a non-negative value where documented) on
+ *    success and a negative RUSM_E* code on failure. They never abort on
+ *    input a user controls.
+ *  - Every pointer handed out says who owns it and how it is released.
+ *  - "Any thread" means any thread of the embedding program, scheduler
+ *    threads included. "Process context" means code running as the body of
+ *    a process (a stackless callback, a stackful function, or a thread that
+ *    attached itself with rusm_attach()).
+ */
+#ifndef RUSM_OTP_H
+#define RUSM_OTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+enum {
+  RUSM_OK = 0,
+  RUSM_EINVAL = -1,    /* bad argument */
+  RUSM_ENOMEM = -2,    /* allocation failed or a configured limit reached */
+  RUSM_ENOPROC = -3,   /* no such process (dead, stale or never existed) */
+  RUSM_ETIMEDOUT = -4, /* a receive deadline passed with no match */
+  RUSM_ESHUTDOWN = -5, /* the runtime is shutting down */
+  RUSM_ELIMIT = -6,    /* process table full (RUSM_MAX_* or opts limit) */
+  RUSM_ECONTEXT = -7,  /* called outside the process context it needs */
+  RUSM_ESYS = -8,      /* an OS call failed (errno kept where useful) */
+  RUSM_EEXIST = -9,    /* already exists (names, attachments) */
+  RUSM_ENOTFOUND = -10 /* no such name / entry */
+};
+
+/* A static, human-readable string for an error code (never NULL). */
+const char *rusm_strerror(int err);
+/* The symbolic name of an error code, e.g. "RUSM_ENOPROC" (never NULL). */
+const char *rusm_err_name(int err);
+
+/* ------------------------------------------------------------------ */
+/* Pids                                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A pid is 64 bits: node (16) | slot (28) | generation (20).
+ * Generation starts at 1 and a slot whose generation would wrap is retired,
+ * so a stale pid never reaches a later process and 0 is never a valid pid.
+ * Printed like Erlang: <node.slot.gen>.
+ */
+typedef uint64_t rusm_pid_t;
+
+#define RUSM_PID_NONE ((rusm_pid_t)0)
+#define RUSM_PID_NODE_BITS 16
+#define RUSM_PID_SLOT_BITS 28
+#define RUSM_PID_GEN_BITS 20
+#define RUSM_PID_SLOT_MAX ((UINT32_C(1) << RUSM_PID_SLOT_BITS) - 1)
+#define RUSM_PID_GEN_MAX ((UINT32_C(1) << RUSM_PID_GEN_BITS) - 1)
+
+static inline rusm_pid_t rusm_pid_make(uint16_t node, uint32_t slot,
+                                       uint32_t gen) {
+  return ((rusm_pid_t)node << (RUSM_PID_SLOT_BITS + RUSM_PID_GEN_BITS)) |
+         ((rusm_pid_t)(slot & RUSM_PID_SLOT_MAX) << RUSM_PID_GEN_BITS) |
+         (rusm_pid_t)(gen & RUSM_PID_GEN_MAX);
+}
+static inline uint16_t rusm_pid_node(rusm_pid_t p) {
+  return (uint16_t)(p >> (RUSM_PID_SLOT_BITS + RUSM_PID_GEN_BITS));
+}
+static inline uint32_t rusm_pid_slot(rusm_pid_t p) {
+  return (uint32_t)(p >> RUSM_PID_GEN_BITS) & RUSM_PID_SLOT_MAX;
+}
+static inline uint32_t rusm_pid_gen(rusm_pid_t p) {
+  return (uint32_t)p & RUSM_PID_GEN_MAX;
+}
+
+/* Formats "<node.slot.gen>" into buf (NUL-terminated, truncated to len).
+ * Returns the length it would have written, like snprintf. */
+int rusm_pid_format(rusm_pid_t pid, char *buf, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Exit reasons                                                        */
+/* ------------------------------------------------------------------ */
+
+typedef enum rusm_exit_code {
+  RUSM_EXIT_NORMAL = 0,
+  RUSM_EXIT_KILLED = 1,       /* result of an untrappable kill */
+  RUSM_EXIT_SHUTDOWN = 2,     /* orderly stop (optional detail bytes) */
+  RUSM_EXIT_NOPROC = 3,       /* target did not exist */
+  RUSM_EXIT_NOCONNECTION = 4, /* reserved for the cluster */
+  RUSM_EXIT_TRAP = 5,         /* a Wasm guest trapped (detail: message) */
+  RUSM_EXIT_CUSTOM = 6,       /* user reason: detail bytes */
+  RUSM_EXIT_KILL = 7,         /* only as a signal: exit(pid, kill) */
+  RUSM_EXIT__COUNT
+} rusm_exit_code;
+
+/*
+ * An exit reason: a code plus optional detail bytes. A rusm_reason value is
+ * a borrowed view: the bytes belong to whoever built it (a string literal,
+ * a message payload ...). The runtime copies the bytes when it keeps a
+ * reason.
+ */
+typedef struct rusm_reason {
+  rusm_exit_code code;
+  uint32_t len;
+  const uint8_t *data; /* NULL when len == 0 */
+} rusm_reason;
+
+#define RUSM_REASON_NORMAL ((rusm_reason){RUSM_EXIT_NORMAL, 0, NULL})
+#define RUSM_REASON_KILL ((rusm_reason){RUSM_EXIT_KILL, 0, NULL})
+#define RUSM_REASON_KILLED ((rusm_reason){RUSM_EXIT_KILLED, 0, NULL})
+#define RUSM_REASON_SHUTDOWN ((rusm_reason){RUSM_EXIT_SHUTDOWN, 0, NULL})
+
+/* A custom reason viewing a NUL-terminated string (not copied). */
+rusm_reason rusm_reason_str(const char *text);
+/* "normal", "killed", "shutdown", ... (never NULL). */
+const char *rusm_exit_code_name(rusm_exit_code code);
+
+/* ------------------------------------------------------------------ */
+/* Runtime                                                             */
+/* ------------------------------------------------------------------ */
+
+typedef struct rusm_rt rusm_rt;
+typedef struct rusm_proc rusm_proc;
+
+typedef struct rusm_rt_opts {
+  uint32_t schedulers;         /* 0: one per online core */
+  uint32_t max_processes;      /* 0: 1 << 21 */
+  uint32_t budget;             /* reductions per run slice; 0: 2000 */
+  uint32_t stack_size;         /* default stackful stack; 0: 64 KiB */
+  uint32_t mailbox_capacity;   /* reserved (bounded mailboxes); 0: none */
+  uint16_t node_id;            /* this node's id in pids; 0 for local */
+} rusm_rt_opts;
+
+/* Fills opts with defaults. */
+void rusm_rt_opts_init(rusm_rt_opts *opts);
+
+/* Creates a runtime and starts its scheduler threads. opts may be NULL.
+ * The caller owns *out and releases it with rusm_rt_destroy(). */
+int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out);
+
+/* Kills every process still alive (reason killed), waits until all are
+ * reaped, stops the schedulers and frees everything. Must not be called
+ * from a scheduler thread. Threads still attached are detached first. */
+void rusm_rt_destroy(rusm_rt *rt);
+
+uint32_t rusm_rt_schedulers(const rusm_rt *rt);
+uint16_t rusm_rt_node(const rusm_rt *rt);
+
+/* Blocks the calling (non-scheduler) thread until no process is alive
+ * except attached threads, or timeout_ms passes (-1: forever).
+ * Returns 0 or RUSM_ETIMEDOUT. */
+int rusm_rt_wait_idle(rusm_rt *rt, int64_t timeout_ms);
+
+/* Monotonic clock in nanoseconds (the clock deadlines use). */
+int64_t rusm_now_ns(void);
+
+/* ------------------------------------------------------------------ */
+/* Messages                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A reference-counted immutable byte buffer for large payloads: sending it
+ * shares it instead of copying (Erlang's refc binaries). Create it, fill
+ * data[0..len), then treat it as immutable.
+ */
+typedef struct rusm_buf rusm_buf;
+
+/* New buffer of len bytes, refcount 1, owned by the caller.
+ * Returns NULL when out of memory. */
+rusm_buf *rusm_buf_new(size_t len);
+/* New buffer holding a copy of data. */
+rusm_buf *rusm_buf_from(const void *data, size_t len);
+uint8_t *rusm_buf_data(rusm_buf *b);
+size_t rusm_buf_len(const rusm_buf *b);
+/* Adds a reference (returns b). */
+rusm_buf *rusm_buf_ref(rusm_buf *b);
+/* Drops a reference; frees on the last one. NULL is ignored. */
+void rusm_buf_unref(rusm_buf *b);
+
+/*
+ * A received message. The receiver owns it and frees it with
+ * rusm_msg_free() (stackful / attached receivers), or borrows it for the
+ * duration of a stackless handle() call.
+ */
+typedef struct rusm_msg rusm_msg;
+
+uint64_t rusm_msg_tag(const rusm_msg *m);
+/* The sending process, or RUSM_PID_NONE when sent from outside any process. */
+rusm_pid_t rusm_msg_from(const rusm_msg *m);
+/* Payload view, valid until the message is freed. */
+const uint8_t *rusm_msg_data(const rusm_msg *m);
+size_t rusm_msg_len(const rusm_msg *m);
+/* The payload as a shared buffer when it was sent as one (NULL otherwise);
+ * the reference is borrowed: rusm_buf_ref() it to keep it. */
+rusm_buf *rusm_msg_buf(const rusm_msg *m);
+void rusm_msg_free(rusm_msg *m);
+
+/* Reserved tags: tags with the top bit set belong to the runtime
+ * (Exit and Down messages, timeouts ...). User tags must keep it clear. */
+#define RUSM_TAG_SYSTEM (UINT64_C(1) << 63)
+#define RUSM_TAG_EXIT (RUSM_TAG_SYSTEM | 1)
+#define RUSM_TAG_DOWN (RUSM_TAG_SYSTEM | 2)
+
+/*
+ * A receive filter. A message matches when (tag & mask) == value and, if
+ * pred is set, pred(msg, pred_arg) returns true. A NULL filter (or
+ * mask == 0 with no pred) matches anything.
+ */
+typedef struct rusm_filter {
+  uint64_t value;
+  uint64_t mask;
+  bool (*pred)(const rusm_msg *m, void *pred_arg);
+  void *pred_arg;
+} rusm_filter;
+
+/* A filter matching exactly one tag. */
+static inline rusm_filter rusm_filter_tag(uint64_t tag) {
+  rusm_filter f = {tag, ~UINT64_C(0), NULL, NULL};
+  return f;
+}
+bool rusm_filter_match(const rusm_filter *f, const rusm_msg *m);
+
+/*
+ * Sends a copy of data[0..len) with tag to pid. Callable from any thread.
+ * Never blocks. Sending to a dead or stale pid is not an error: the message
+ * is dropped and counted. Returns 0, or RUSM_EINVAL (bad tag/len),
+ * RUSM_ENOMEM.
+ */
+int rusm_send(rusm_rt *rt, rusm_pid_t to, uint64_t tag, const void *data,
+              size_t len);
+/* Sends a shared buffer: takes a new reference on buf (the caller keeps
+ * its own). */
+int rusm_send_buf(rusm_rt *rt, rusm_pid_t to, uint64_t tag, rusm_buf *buf);
+
+/* ------------------------------------------------------------------ */
+/* Processes                                                           */
+/* ------------------------------------------------------------------ */
+
+typedef struct rusm_spawn_opts {
+  uint32_t stack_size; /* stackful only; 0: runtime default */
+  int32_t scheduler;   /* -1: the caller's scheduler or round-robin */
+} rusm_spawn_opts;
+
+void rusm_spawn_opts_init(rusm_spawn_opts *o);
+
+/* --- generic body interface (what Wasm bodies implement) --- */
+
+typedef enum rusm_step_kind {
+  RUSM_STEP_YIELD = 0, /* runnable again: requeue */
+  RUSM_STEP_WAIT = 1,  /* park until a new signal/message or deadline */
+  RUSM_STEP_EXIT = 2   /* exit with reason */
+} rusm_step_kind;
+
+typedef struct rusm_step {
+  rusm_step_kind kind;
+  int64_t deadline_ns; /* WAIT: absolute rusm_now_ns() deadline, -1: none */
+  rusm_reason reason;  /* EXIT: bytes copied by the runtime right away */
+} rusm_step;
+
+typedef struct rusm_body_ops {
+  const char *kind; /* static string: "stackless", "stackful", "wasm" ... */
+  /* Runs the process a while. Pulls messages with rusm_try_receive().
+   * Called only on the process's scheduler thread, never concurrently. */
+  rusm_step (*step)(rusm_proc *self, void *state);
+  /* Called exactly once when the process is reaped (any reason, kill
+   * included), on its scheduler thread; releases state. */
+  void (*destroy)(rusm_proc *self, void *state, const rusm_reason *why);
+} rusm_body_ops;
+
+/* Spawns a process with a custom body. ops must outlive the process;
+ * state is owned by the body from now on (released in destroy, also when
+ * this call fails after taking it: check the return). */
+int rusm_spawn_body(rusm_rt *rt, const rusm_body_ops *ops, void *state,
+                    const rusm_spawn_opts *opts, rusm_pid_t *out);
+
+/* --- stackless bodies: callbacks --- */
+
+/* What a stackless callback asks for next. Build it with the helpers. */
+typedef struct rusm_next {
+  uint8_t stop;        /* 1: exit with reason */
+  uint8_t has_filter;  /* wait only for messages matching filter */
+  rusm_filter filter;
+  int64_t timeout_ms;  /* -1: none; 0: poll; >0: then handle(NULL) */
+  rusm_reason reason;  /* bytes copied by the runtime right away */
+} rusm_next;
+
+/* Wait for any message, no timeout. */
+rusm_next rusm_next_wait(void);
+/* Wait for a message matching f (NULL: any) for up to timeout_ms
+ * (-1: forever). On timeout handle() is called with msg == NULL. */
+rusm_next rusm_next_wait_for(const rusm_filter *f, int64_t timeout_ms);
+/* Exit with reason. */
+rusm_next rusm_next_stop(rusm_reason reason);
+
+typedef struct rusm_stackless_ops {
+  /* Called once first; may send, spawn ... *state starts as the spawn arg;
+   * the callback may replace it. NULL: state = arg, wait for anything. */
+  rusm_next (*init)(rusm_proc *self, void **state);
+  /* Called with each matching message (borrowed: freed after return), or
+   * with msg == NULL when the wait timed out. */
+  rusm_next (*handle)(rusm_proc *self, void *state, rusm_msg *msg);
+  /* Called once on exit, whatever the reason (kill included). May be NULL. */
+  void (*terminate)(rusm_proc *self, void *state, const rusm_reason *why);
+} rusm_stackless_ops;
+
+/* ops must outlive the process (a static struct, usually). */
+int rusm_spawn_stackless(rusm_rt *rt, const rusm_stackless_ops *ops,
+                         void *arg, const rusm_spawn_opts *opts,
+                         rusm_pid_t *out);
+
+/* --- stackful bodies: a C function with blocking receive --- */
+
+/* Returning from fn exits with reason normal. */
+typedef void (*rusm_stackful_fn)(rusm_proc *self, void *arg);
+
+/* Runs fn(self, arg) on a pooled stack with a guard page. */
+int rusm_spawn_stackful(rusm_rt *rt, rusm_stackful_fn fn, void *arg,
+                        const rusm_spawn_opts *opts, rusm_pid_t *out);
+
+/* --- attached threads: an embedding thread as a process --- */
+
+/* Gives the calling non-scheduler thread a pid and mailbox so it can
+ * receive (blocking) like a stackful process. *out is owned by the runtime
+ * and valid until rusm_detach(). Returns RUSM_EEXIST when already attached,
+ * RUSM_ECONTEXT on a scheduler thread. */
+int rusm_attach(rusm_rt *rt, rusm_proc **out);
+/* Ends the attached thread's process with reason normal. */
+void rusm_detach(rusm_proc *self);
+
+/* --- calls in process context --- */
+
+rusm_pid_t rusm_self(const rusm_proc *self);
+rusm_rt *rusm_proc_rt(const rusm_proc *self);
+/* The process running on this thread (a scheduler running a body, or an
+ * attached thread), else NULL. */
+rusm_proc *rusm_current(void);
+
+/*
+ * Blocking receive (stackful bodies and attached threads only): takes the
+ * first message matching f (NULL: any), leaving others in arrival order.
+ * timeout_ms: -1 forever, 0 poll. On success *out is owned by the caller
+ * (rusm_msg_free). Returns 0, RUSM_ETIMEDOUT, or RUSM_ECONTEXT (stackless).
+ * A kill arriving while blocked ends the process; this call then never
+ * returns (stackful) — attached threads get RUSM_ESHUTDOWN.
+ */
+int rusm_receive(rusm_proc *self, const rusm_filter *f, int64_t timeout_ms,
+                 rusm_msg **out);
+
+/* Non-blocking receive for any body kind: 0 and *out (owned by the
+ * caller), or RUSM_ETIMEDOUT when nothing matches now. */
+int rusm_try_receive(rusm_proc *self, const rusm_filter *f, rusm_msg **out);
+
+/* Stackful only: gives up the CPU, stays runnable. */
+void rusm_yield(rusm_proc *self);
+
+/* Stackful only: exits now with reason; never returns. In a stackless
+ * callback return rusm_next_stop() instead (returns RUSM_ECONTEXT). */
+int rusm_exit_self(rusm_proc *self, rusm_reason reason);
+
+/* Registers fn(arg) to run when the process exits, for any reason and
+ * kill included (LIFO order), on its scheduler thread. This is how a
+ * process owns resources. Returns 0 or RUSM_ENOMEM. */
+int rusm_on_exit(rusm_proc *self, void (*fn)(void *arg), void *arg);
+
+/* Charges n reductions to the running process (long native work should
+ * call it so that it can be preempted at the next runtime call). */
+void rusm_consume(rusm_proc *self, uint32_t n);
+
+/* --- calls from anywhere --- */
+
+/* Sends the untrappable kill: pid exits with reason killed. Killing a dead
+ * pid returns RUSM_ENOPROC. */
+int rusm_kill(rusm_rt *rt, rusm_pid_t pid);
+
+bool rusm_is_alive(rusm_rt *rt, rusm_pid_t pid);
+
+typedef enum rusm_proc_status {
+  RUSM_STATUS_RUNNABLE = 0,
+  RUSM_STATUS_RUNNING = 1,
+  RUSM_STATUS_WAITING = 2,
+  RUSM_STATUS_EXITING = 3
+} rusm_proc_status;
+
+typedef struct rusm_proc_info {
+  rusm_pid_t pid;
+  const char *kind;          /* body kind (static string) */
+  rusm_proc_status status;
+  uint32_t scheduler;        /* index of its current scheduler */
+  uint64_t mailbox_len;      /* messages queued, fetched or not */
+  uint64_t messages_handled; /* messages received so far */
+  uint64_t reductions;       /* total reductions consumed */
+} rusm_proc_info;
+
+/* Snapshot of one live process. RUSM_ENOPROC when dead or stale. */
+int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out);
+
+/* Number of live processes (attached threads included). */
+uint64_t rusm_process_count(rusm_rt *rt);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* RUSM_OTP_H */
