@@ -51,23 +51,29 @@ const char *rusm_err_name(int err);
 /* ------------------------------------------------------------------ */
 
 /*
- * A pid is 64 bits: node (16) | slot (28) | generation (20).
- * Generation starts at 1 and a slot whose generation would wrap is retired,
- * so a stale pid never reaches a later process and 0 is never a valid pid.
+ * A pid is 64 bits: node (12) | slot (24) | generation (28).
+ * 4,096 nodes and 16M live processes per node are far past what a cluster
+ * of this kind holds; the wide generation is what matters: a slot is
+ * reused 268M times before its generation would wrap, and a slot that gets
+ * there is retired instead, so a stale pid never reaches a later process.
+ * Generation starts at 1, so 0 is never a valid pid.
  * Printed like Erlang: <node.slot.gen>.
  */
 typedef uint64_t rusm_pid_t;
 
 #define RUSM_PID_NONE ((rusm_pid_t)0)
-#define RUSM_PID_NODE_BITS 16
-#define RUSM_PID_SLOT_BITS 28
-#define RUSM_PID_GEN_BITS 20
+#define RUSM_PID_NODE_BITS 12
+#define RUSM_PID_SLOT_BITS 24
+#define RUSM_PID_GEN_BITS 28
 #define RUSM_PID_SLOT_MAX ((UINT32_C(1) << RUSM_PID_SLOT_BITS) - 1)
 #define RUSM_PID_GEN_MAX ((UINT32_C(1) << RUSM_PID_GEN_BITS) - 1)
 
+#define RUSM_PID_NODE_MAX ((UINT32_C(1) << RUSM_PID_NODE_BITS) - 1)
+
 static inline rusm_pid_t rusm_pid_make(uint16_t node, uint32_t slot,
                                        uint32_t gen) {
-  return ((rusm_pid_t)node << (RUSM_PID_SLOT_BITS + RUSM_PID_GEN_BITS)) |
+  return ((rusm_pid_t)(node & RUSM_PID_NODE_MAX)
+          << (RUSM_PID_SLOT_BITS + RUSM_PID_GEN_BITS)) |
          ((rusm_pid_t)(slot & RUSM_PID_SLOT_MAX) << RUSM_PID_GEN_BITS) |
          (rusm_pid_t)(gen & RUSM_PID_GEN_MAX);
 }
@@ -132,11 +138,11 @@ typedef struct rusm_proc rusm_proc;
 
 typedef struct rusm_rt_opts {
   uint32_t schedulers;         /* 0: one per online core */
-  uint32_t max_processes;      /* 0: 1 << 21 */
+  uint32_t max_processes;      /* 0: 1 << 22; at most 1 << 24 */
   uint32_t budget;             /* reductions per run slice; 0: 2000 */
   uint32_t stack_size;         /* default stackful stack; 0: 64 KiB */
   uint32_t mailbox_capacity;   /* reserved (bounded mailboxes); 0: none */
-  uint16_t node_id;            /* this node's id in pids; 0 for local */
+  uint16_t node_id;            /* this node's id in pids (< 4096) */
 } rusm_rt_opts;
 
 /* Fills opts with defaults. */

@@ -1,0 +1,31 @@
+/*
+ * alloc.h — the one allocation wrapper of the runtime, with accounting.
+ *
+ * Every runtime allocation goes through here so the observer can show what
+ * the runtime holds. Counters live in a per-thread block (no shared cache
+ * line on the hot path) summed on read. Frees are sized: the caller passes
+ * the size it allocated, as every caller knows it.
+ */
+#ifndef RUSM_OTP_ALLOC_H
+#define RUSM_OTP_ALLOC_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rusm__alloc_stats {
+  int64_t bytes; /* bytes allocated now (may be negative per thread) */
+  int64_t count; /* allocations live now */
+} rusm__alloc_stats;
+
+/* NULL on failure. Zeroed memory where the name says so. */
+void *rusm__alloc(size_t size);
+void *rusm__calloc(size_t n, size_t size);
+/* size must be a multiple of align, align a power of two >= sizeof(void*). */
+void *rusm__alloc_aligned(size_t align, size_t size);
+void rusm__free(void *ptr, size_t size);
+
+/* Sum over every thread that ever allocated. */
+void rusm__alloc_totals(rusm__alloc_stats *out);
+
+#endif

@@ -1,0 +1,57 @@
+/* err.c — names and messages for error and exit codes; pid formatting. */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "rusm/otp.h"
+
+typedef struct {
+  int code;
+  const char *name;
+  const char *msg;
+} err_entry;
+
+static const err_entry k_errs[] = {
+    {RUSM_OK, "RUSM_OK", "success"},
+    {RUSM_EINVAL, "RUSM_EINVAL", "invalid argument"},
+    {RUSM_ENOMEM, "RUSM_ENOMEM", "out of memory"},
+    {RUSM_ENOPROC, "RUSM_ENOPROC", "no such process"},
+    {RUSM_ETIMEDOUT, "RUSM_ETIMEDOUT", "timed out"},
+    {RUSM_ESHUTDOWN, "RUSM_ESHUTDOWN", "runtime is shutting down"},
+    {RUSM_ELIMIT, "RUSM_ELIMIT", "process table full"},
+    {RUSM_ECONTEXT, "RUSM_ECONTEXT", "not allowed in this context"},
+    {RUSM_ESYS, "RUSM_ESYS", "system call failed"},
+    {RUSM_EEXIST, "RUSM_EEXIST", "already exists"},
+    {RUSM_ENOTFOUND, "RUSM_ENOTFOUND", "not found"},
+};
+
+static const err_entry *find(int err) {
+  for (size_t i = 0; i < sizeof k_errs / sizeof k_errs[0]; i++)
+    if (k_errs[i].code == err)
+      return &k_errs[i];
+  return NULL;
+}
+
+const char *rusm_strerror(int err) {
+  const err_entry *e = find(err);
+  return e ? e->msg : "unknown error";
+}
+
+const char *rusm_err_name(int err) {
+  const err_entry *e = find(err);
+  return e ? e->name : "RUSM_E?";
+}
+
+const char *rusm_exit_code_name(rusm_exit_code code) {
+  static const char *const names[RUSM_EXIT__COUNT] = {
+      "normal", "killed", "shutdown", "noproc",
+      "noconnection", "trap", "custom", "kill"};
+  if ((unsigned)code < RUSM_EXIT__COUNT)
+    return names[code];
+  return "unknown";
+}
+
+int rusm_pid_format(rusm_pid_t pid, char *buf, size_t len) {
+  return snprintf(buf, len, "<%u.%" PRIu32 ".%" PRIu32 ">",
+                  (unsigned)rusm_pid_node(pid), rusm_pid_slot(pid),
+                  rusm_pid_gen(pid));
+}

@@ -1,0 +1,281 @@
+/*
+ * internal.h — the runtime's private structures, shared by the otp modules.
+ * Nothing here is API. See docs/internals/process-core.md for the design.
+ */
+#ifndef RUSM_OTP_INTERNAL_H
+#define RUSM_OTP_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "otp/alloc.h"
+#include "otp/coro.h"
+#include "otp/mailbox.h"
+#include "otp/timer.h"
+#include "rusm/metrics.h"
+#include "rusm/otp.h"
+
+#define RUSM__CACHELINE 64
+#define RUSM__CHUNK 256 /* process structs allocated together */
+
+/* ---- messages and signals ------------------------------------------ */
+
+enum rusm__node_kind {
+  RUSM__N_MSG = 0,  /* a user (or system-tagged) message */
+  RUSM__N_EXIT = 1, /* exit signal: aux = rusm_exit_code, payload = detail */
+};
+
+enum { RUSM__M_BUF = 1 }; /* payload lives in m->buf */
+
+struct rusm_buf {
+  _Atomic uint32_t refs;
+  uint32_t _pad;
+  size_t len;
+  uint8_t data[];
+};
+
+struct rusm_msg {
+  rusm__mpsc_node node; /* first: the mailbox queues it */
+  struct rusm_msg *inner_next;
+  uint64_t tag;
+  rusm_pid_t from;
+  uint32_t len;
+  uint8_t kind;  /* rusm__node_kind */
+  uint8_t flags; /* RUSM__M_* */
+  uint16_t _pad;
+  int64_t aux;
+  rusm_buf *buf;
+  const uint8_t *data;
+  uint8_t inline_data[];
+};
+
+rusm_msg *rusm__msg_new(uint8_t kind, uint64_t tag, const void *data,
+                        size_t len);
+rusm_msg *rusm__msg_new_buf(uint64_t tag, rusm_buf *buf);
+
+/* A reason with its bytes owned by the runtime. */
+typedef struct rusm__reason_box {
+  rusm_exit_code code;
+  uint32_t len;
+  uint8_t data[];
+} rusm__reason_box;
+
+/* ---- processes ------------------------------------------------------ */
+
+/* p->flags bits */
+enum {
+  RUSM__P_EXITED = 1u << 0,   /* reaped or being reaped: sends are dropped */
+  RUSM__P_ATTACHED = 1u << 1, /* an embedding thread, not scheduled */
+};
+
+enum rusm__body_kind {
+  RUSM__B_STACKLESS = 0,
+  RUSM__B_STACKFUL = 1,
+  RUSM__B_CUSTOM = 2,
+  RUSM__B_ATTACHED = 3,
+};
+
+typedef struct rusm__hook {
+  struct rusm__hook *next;
+  void (*fn)(void *arg);
+  void *arg;
+} rusm__hook;
+
+typedef struct rusm__sched rusm__sched;
+
+struct rusm_proc {
+  /* --- line 0: written by senders --------------------------------- */
+  rusm__mailbox mbox;        /* producers' head */
+  _Atomic uint32_t refs;     /* 1 while alive + 1 per thread holding it */
+  _Atomic uint32_t flags;    /* RUSM__P_* */
+  _Atomic uint64_t msgs_in;  /* messages pushed, for mailbox_len */
+  rusm_pid_t pid;            /* written only while refs == 0 */
+  _Atomic(rusm__sched *) sched; /* home scheduler (queues and timers) */
+  _Atomic uint8_t status;    /* rusm_proc_status, for introspection */
+  uint8_t body;              /* rusm__body_kind */
+
+  /* --- owner side: touched by the thread running the process ------- */
+  _Alignas(RUSM__CACHELINE) rusm__mpsc_cons cons; /* consumer tail + stub */
+  rusm_msg *inner_head, *inner_tail; /* fetched messages, arrival order */
+  uint64_t inner_len;
+  _Atomic uint64_t msgs_out; /* messages taken, for mailbox_len */
+  _Atomic uint64_t handled;
+  _Atomic uint64_t reductions;
+  rusm_proc *rq_next; /* run queue / free list link */
+  rusm_rt *rt;
+  const rusm_body_ops *ops;
+  void *state;
+  rusm__hook *hooks;           /* on_exit, LIFO */
+  rusm__reason_box *exit_box;  /* pending exit reason bytes (or NULL) */
+  rusm_exit_code exit_code;    /* valid when exit_pending */
+  bool exit_pending;
+  _Atomic bool timer_armed;    /* mirror of timer.armed, for thieves */
+  uint32_t slot;
+  uint32_t gen;
+  rusm__timer timer; /* the receive timeout, on the home wheel */
+
+  union {
+    struct {
+      const rusm_stackless_ops *ops;
+      rusm_filter filter;
+      bool has_filter;
+      bool started;
+      int64_t deadline_ns;
+    } sl;
+    struct {
+      rusm__coro coro;
+      rusm_stackful_fn fn;
+      void *arg;
+      rusm_step step; /* what the coroutine asked for when it suspended */
+      rusm__reason_box *reason;
+    } sf;
+    struct {
+      _Atomic uint32_t futex; /* 1: woken */
+      bool killed;
+    } at;
+  } b;
+};
+
+/* ---- schedulers ------------------------------------------------------ */
+
+typedef struct rusm__sched_counters {
+  _Atomic uint64_t spawned;
+  _Atomic uint64_t exited_by[RUSM_EXIT__COUNT];
+  _Atomic uint64_t sent;
+  _Atomic uint64_t delivered;
+  _Atomic uint64_t dropped;
+  _Atomic uint64_t steals;
+  _Atomic uint64_t runs;
+  _Atomic uint64_t sleeps;
+  _Atomic uint64_t idle_ns;
+} rusm__sched_counters;
+
+/* Owner-thread increment: one writer, so load + store, no RMW. */
+#define RUSM__INC(field, n)                                                   \
+  atomic_store_explicit(&(field),                                             \
+                        atomic_load_explicit(&(field), memory_order_relaxed) + \
+                            (n),                                              \
+                        memory_order_relaxed)
+
+struct rusm__sched {
+  /* --- shared: run queue (locked) and sleep word --- */
+  pthread_mutex_t lock;
+  rusm_proc *q_head, *q_tail;
+  _Atomic uint32_t q_len;
+  _Atomic uint32_t sleeping;   /* futex word: 1 while asleep */
+  _Atomic uint64_t picks;      /* progress counter, for thieves */
+  _Atomic uint32_t running;    /* 1 while running a process */
+
+  /* --- owner only --- */
+  _Alignas(RUSM__CACHELINE) rusm_rt *rt;
+  uint32_t index;
+  pthread_t thread;
+  rusm_proc *runnext; /* woken by the running process: runs next */
+  int32_t slice;      /* reductions left in the current slice */
+  rusm__wheel wheel;
+  rusm__coro_ctx coro_ctx;
+  rusm__stack_pool stacks;
+  rusm_proc *free_procs; /* cached free process structs */
+  uint32_t free_count;
+  uint32_t steal_from;   /* next victim to look at */
+  int64_t started_ns;
+  rusm__sched_counters c;
+};
+
+/* Counters for work done on threads that are not schedulers. */
+typedef struct rusm__ext_counters {
+  _Atomic uint64_t spawned;
+  _Atomic uint64_t exited_by[RUSM_EXIT__COUNT];
+  _Atomic uint64_t sent;
+  _Atomic uint64_t delivered;
+  _Atomic uint64_t dropped;
+} rusm__ext_counters;
+
+struct rusm_rt {
+  rusm_rt_opts opts;
+  uint32_t nsched;
+  rusm__sched **sched;
+  _Atomic uint32_t rr;       /* round-robin for spawns from outside */
+  _Atomic uint32_t sleepers; /* schedulers asleep */
+  _Atomic uint32_t spinning; /* schedulers idle-spinning */
+  _Atomic bool stopping;     /* schedulers leave their loops */
+  _Atomic bool closing;      /* no new spawns */
+
+  /* process table: slot -> struct, set once per slot, never changed */
+  _Atomic(rusm_proc *) *table;
+  uint32_t table_len;
+  _Atomic uint32_t slots_used; /* slots ever handed out (for scans) */
+
+  pthread_mutex_t free_lock; /* global free list (FIFO) + chunk list */
+  rusm_proc *free_head, *free_tail;
+  uint32_t free_len;
+  void **chunks;
+  uint32_t nchunks, chunks_cap;
+  uint64_t retired; /* slots whose generation ran out */
+
+  _Atomic uint32_t live;     /* futex word: live processes */
+  _Atomic uint32_t attached; /* live attached threads */
+  _Atomic uint32_t idle_waiters;
+  rusm__ext_counters ext;
+};
+
+/* Thread-local context: which scheduler / process this thread runs. */
+typedef struct rusm__tls {
+  rusm__sched *sched; /* NULL on non-scheduler threads */
+  rusm_proc *cur;     /* running process, or the attached one */
+} rusm__tls;
+
+extern _Thread_local rusm__tls rusm__tl;
+
+/* ---- cross-module internals ----------------------------------------- */
+
+/* ptab.c */
+int rusm__ptab_init(rusm_rt *rt);
+void rusm__ptab_destroy(rusm_rt *rt);
+rusm_proc *rusm__proc_alloc(rusm_rt *rt); /* NULL: table full / ENOMEM */
+rusm_proc *rusm__proc_get(rusm_rt *rt, rusm_pid_t pid); /* +1 ref */
+void rusm__proc_unref(rusm_proc *p);
+rusm_proc *rusm__proc_at(rusm_rt *rt, uint32_t slot); /* no ref, may be NULL */
+
+/* proc.c */
+int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
+                rusm_pid_t *out);
+void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
+                     uint32_t len);
+/* Moves the outer queue into the inner list, acting on signals. Returns
+ * true when the process must exit now (p->exit_pending). */
+bool rusm__drain(rusm_proc *p);
+void rusm__free_node(rusm_msg *m);
+void rusm__charge(uint32_t n);
+rusm__reason_box *rusm__reason_copy(rusm_exit_code code, const uint8_t *data,
+                                    uint32_t len);
+void rusm__reason_free(rusm__reason_box *b);
+
+/* sched.c */
+void rusm__schedule(rusm_proc *p); /* p was parked: make it runnable */
+void rusm__enqueue(rusm__sched *s, rusm_proc *p);
+rusm__sched *rusm__pick_sched(rusm_rt *rt, int32_t hint);
+void rusm__count_exit(rusm_rt *rt, rusm_exit_code code);
+
+/* bodies: a stackful process that must exit now (a kill fetched inside
+ * the coroutine) switches out for good; never returns. */
+_Noreturn void rusm__stackful_exit_now(rusm_proc *p);
+
+extern const rusm_body_ops rusm__stackless_ops;
+extern const rusm_body_ops rusm__stackful_ops;
+extern const rusm_body_ops rusm__attached_ops;
+
+static inline bool rusm__exited(const rusm_proc *p) {
+  return atomic_load_explicit(&p->flags, memory_order_acquire) &
+         RUSM__P_EXITED;
+}
+
+/* futex helpers (sched.c) */
+int rusm__futex_wait(_Atomic uint32_t *word, uint32_t expect,
+                     int64_t timeout_ns);
+void rusm__futex_wake(_Atomic uint32_t *word, int n);
+
+#endif

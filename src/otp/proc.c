@@ -1,0 +1,375 @@
+/*
+ * proc.c — process lifecycle and messaging: spawn, send, signals, receive,
+ * and the one reaping path every exit goes through (kill included).
+ */
+#include <string.h>
+
+#include "otp/internal.h"
+
+_Thread_local rusm__tls rusm__tl;
+
+#define COUNT(rt_, field, n)                                                  \
+  do {                                                                        \
+    rusm__sched *s_ = rusm__tl.sched;                                         \
+    rusm_rt *r_ = (rt_);                                                      \
+    if (s_ && s_->rt == r_)                                                   \
+      RUSM__INC(s_->c.field, (n));                                            \
+    else                                                                      \
+      atomic_fetch_add_explicit(&r_->ext.field, (n), memory_order_relaxed);   \
+  } while (0)
+
+void rusm__count_exit(rusm_rt *rt, rusm_exit_code code) {
+  COUNT(rt, exited_by[code], 1);
+}
+
+void rusm_spawn_opts_init(rusm_spawn_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->scheduler = -1;
+}
+
+/* ---- spawn ---------------------------------------------------------- */
+
+int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
+                rusm_pid_t *out) {
+  rusm__sched *s = rusm__pick_sched(rt, opts ? opts->scheduler : -1);
+  p->gen++;
+  p->pid = rusm_pid_make(rt->opts.node_id, p->slot, p->gen);
+  rusm__mbox_init(&p->mbox, &p->cons);
+  p->inner_head = p->inner_tail = NULL;
+  p->inner_len = 0;
+  atomic_store_explicit(&p->msgs_in, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->msgs_out, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->handled, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->reductions, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->flags,
+                        p->body == RUSM__B_ATTACHED ? RUSM__P_ATTACHED : 0,
+                        memory_order_relaxed);
+  atomic_store_explicit(&p->sched, s, memory_order_relaxed);
+  p->hooks = NULL;
+  p->exit_box = NULL;
+  p->exit_pending = false;
+  p->exit_code = RUSM_EXIT_NORMAL;
+  atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
+  memset(&p->timer, 0, sizeof p->timer);
+  p->rq_next = NULL;
+  if (out)
+    *out = p->pid;
+  COUNT(rt, spawned, 1);
+  /* relaxed: live is a count for waiters, not a publication. */
+  atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+  if (p->body == RUSM__B_ATTACHED) {
+    atomic_fetch_add_explicit(&rt->attached, 1, memory_order_relaxed);
+    atomic_store_explicit(&p->status, RUSM_STATUS_RUNNING,
+                          memory_order_relaxed);
+  } else {
+    atomic_store_explicit(&p->status, RUSM_STATUS_RUNNABLE,
+                          memory_order_relaxed);
+  }
+  /* release: publishes every field above to lookups (see ptab.c). */
+  atomic_store_explicit(&p->refs, 1, memory_order_release);
+  if (p->body != RUSM__B_ATTACHED)
+    rusm__enqueue(s, p);
+  return 0;
+}
+
+int rusm_spawn_body(rusm_rt *rt, const rusm_body_ops *ops, void *state,
+                    const rusm_spawn_opts *opts, rusm_pid_t *out) {
+  if (!rt || !ops || !ops->step)
+    return RUSM_EINVAL;
+  if (atomic_load_explicit(&rt->closing, memory_order_relaxed))
+    return RUSM_ESHUTDOWN;
+  rusm_proc *p = rusm__proc_alloc(rt);
+  if (!p)
+    return RUSM_ELIMIT;
+  p->body = RUSM__B_CUSTOM;
+  p->ops = ops;
+  p->state = state;
+  return rusm__spawn(rt, p, opts, out);
+}
+
+/* ---- send ----------------------------------------------------------- */
+
+void rusm__charge(uint32_t n) {
+  rusm__sched *s = rusm__tl.sched;
+  rusm_proc *cur = rusm__tl.cur;
+  if (!s || !cur)
+    return;
+  s->slice -= (int32_t)n;
+  RUSM__INC(cur->reductions, n);
+}
+
+static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  COUNT(rt, sent, 1);
+  rusm__charge(1);
+  rusm_proc *p = rusm__proc_get(rt, to);
+  if (!p || rusm__exited(p)) {
+    if (p)
+      rusm__proc_unref(p);
+    rusm__free_node(m);
+    COUNT(rt, dropped, 1);
+    return 0;
+  }
+  /* relaxed: an approximate length for introspection. */
+  atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
+  if (rusm__mbox_push(&p->mbox, &m->node))
+    rusm__schedule(p);
+  rusm__proc_unref(p);
+  rusm_proc *cur = rusm__tl.cur;
+  if (cur && cur->body == RUSM__B_STACKFUL && rusm__tl.sched->slice <= 0)
+    rusm_yield(cur);
+  return 0;
+}
+
+int rusm_send(rusm_rt *rt, rusm_pid_t to, uint64_t tag, const void *data,
+              size_t len) {
+  if (!rt || (tag & RUSM_TAG_SYSTEM) || len > UINT32_MAX || (len && !data))
+    return RUSM_EINVAL;
+  rusm_msg *m = rusm__msg_new(RUSM__N_MSG, tag, data, len);
+  if (!m)
+    return RUSM_ENOMEM;
+  return deliver(rt, to, m);
+}
+
+int rusm_send_buf(rusm_rt *rt, rusm_pid_t to, uint64_t tag, rusm_buf *buf) {
+  if (!rt || !buf || (tag & RUSM_TAG_SYSTEM))
+    return RUSM_EINVAL;
+  rusm_msg *m = rusm__msg_new_buf(tag, buf);
+  if (!m)
+    return RUSM_ENOMEM;
+  return deliver(rt, to, m);
+}
+
+/* An exit signal travels the mailbox like a message, so it keeps its order
+ * with the sender's earlier messages, and acts when fetched. */
+static int send_exit(rusm_rt *rt, rusm_pid_t to, rusm_reason r) {
+  rusm_proc *p = rusm__proc_get(rt, to);
+  if (!p)
+    return RUSM_ENOPROC;
+  if (rusm__exited(p)) {
+    rusm__proc_unref(p);
+    return RUSM_ENOPROC;
+  }
+  rusm_msg *m = rusm__msg_new(RUSM__N_EXIT, 0, r.data, r.len);
+  if (!m) {
+    rusm__proc_unref(p);
+    return RUSM_ENOMEM;
+  }
+  m->aux = r.code;
+  if (rusm__mbox_push(&p->mbox, &m->node))
+    rusm__schedule(p);
+  rusm__proc_unref(p);
+  return 0;
+}
+
+int rusm_kill(rusm_rt *rt, rusm_pid_t pid) {
+  if (!rt)
+    return RUSM_EINVAL;
+  rusm__charge(1);
+  return send_exit(rt, pid, RUSM_REASON_KILL);
+}
+
+/* ---- receive -------------------------------------------------------- */
+
+static void act_on_signal(rusm_proc *p, rusm_msg *m) {
+  switch (m->kind) {
+  case RUSM__N_EXIT: {
+    rusm_exit_code code = (rusm_exit_code)m->aux;
+    if (code == RUSM_EXIT_KILL)
+      code = RUSM_EXIT_KILLED;
+    if (!p->exit_pending) {
+      p->exit_pending = true;
+      p->exit_code = code;
+      if (m->len)
+        p->exit_box = rusm__reason_copy(code, m->data, m->len);
+    }
+    break;
+  }
+  default:
+    break;
+  }
+  rusm__free_node(m);
+}
+
+bool rusm__drain(rusm_proc *p) {
+  rusm__mpsc_node *n;
+  while ((n = rusm__mbox_pop(&p->mbox, &p->cons)) != NULL) {
+    rusm_msg *m = (rusm_msg *)n;
+    if (m->kind != RUSM__N_MSG) {
+      act_on_signal(p, m);
+      continue;
+    }
+    m->inner_next = NULL;
+    if (p->inner_tail)
+      p->inner_tail->inner_next = m;
+    else
+      p->inner_head = m;
+    p->inner_tail = m;
+    p->inner_len++;
+  }
+  return p->exit_pending;
+}
+
+/* Unlinks and returns the first inner message after `prev` (NULL: from the
+ * start) that matches f; *prevp tracks the scan position. */
+static rusm_msg *scan(rusm_proc *p, const rusm_filter *f, rusm_msg *start_prev,
+                      rusm_msg **last_seen) {
+  rusm_msg *prev = start_prev;
+  rusm_msg *m = prev ? prev->inner_next : p->inner_head;
+  while (m) {
+    if (rusm_filter_match(f, m)) {
+      if (prev)
+        prev->inner_next = m->inner_next;
+      else
+        p->inner_head = m->inner_next;
+      if (p->inner_tail == m)
+        p->inner_tail = prev;
+      m->inner_next = NULL;
+      p->inner_len--;
+      return m;
+    }
+    prev = m;
+    m = m->inner_next;
+  }
+  *last_seen = prev;
+  return NULL;
+}
+
+int rusm_try_receive(rusm_proc *self, const rusm_filter *f, rusm_msg **out) {
+  if (!self || !out)
+    return RUSM_EINVAL;
+  rusm_msg *last = NULL;
+  rusm_msg *m = scan(self, f, NULL, &last);
+  if (!m && !self->exit_pending && !rusm__drain(self)) {
+    /* only what the drain appended after `last` is new */
+    m = scan(self, f, last, &last);
+  }
+  if (!m && self->exit_pending && self->body == RUSM__B_STACKFUL &&
+      self == rusm__tl.cur)
+    rusm__stackful_exit_now(self);
+  if (!m)
+    return RUSM_ETIMEDOUT;
+  atomic_fetch_add_explicit(&self->msgs_out, 1, memory_order_relaxed);
+  RUSM__INC(self->handled, 1);
+  COUNT(self->rt, delivered, 1);
+  rusm__charge(1);
+  *out = m;
+  return 0;
+}
+
+/* ---- exit ----------------------------------------------------------- */
+
+int rusm_on_exit(rusm_proc *self, void (*fn)(void *arg), void *arg) {
+  if (!self || !fn)
+    return RUSM_EINVAL;
+  rusm__hook *h = rusm__alloc(sizeof *h);
+  if (!h)
+    return RUSM_ENOMEM;
+  h->fn = fn;
+  h->arg = arg;
+  h->next = self->hooks;
+  self->hooks = h;
+  return 0;
+}
+
+void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
+                     uint32_t len) {
+  rusm_rt *rt = p->rt;
+  /* release: senders that see the flag drop their message instead. */
+  atomic_fetch_or_explicit(&p->flags, RUSM__P_EXITED, memory_order_release);
+  atomic_store_explicit(&p->status, RUSM_STATUS_EXITING,
+                        memory_order_relaxed);
+  rusm__sched *s = atomic_load_explicit(&p->sched, memory_order_relaxed);
+  if (p->timer.armed && s)
+    rusm__wheel_cancel(&s->wheel, &p->timer);
+  atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
+
+  rusm_reason why = {code, len, len ? data : NULL};
+  while (p->hooks) {
+    rusm__hook *h = p->hooks;
+    p->hooks = h->next;
+    h->fn(h->arg);
+    rusm__free(h, sizeof *h);
+  }
+  if (p->ops->destroy)
+    p->ops->destroy(p, p->state, &why);
+
+  uint64_t dropped = 0;
+  while (p->inner_head) {
+    rusm_msg *m = p->inner_head;
+    p->inner_head = m->inner_next;
+    rusm__free_node(m);
+    dropped++;
+  }
+  p->inner_tail = NULL;
+  p->inner_len = 0;
+  if (dropped)
+    COUNT(rt, dropped, dropped);
+  rusm__reason_free(p->exit_box);
+  p->exit_box = NULL;
+  rusm__count_exit(rt, code);
+
+  bool attached = p->body == RUSM__B_ATTACHED;
+  rusm__proc_unref(p); /* the alive reference */
+  if (attached)
+    atomic_fetch_sub_explicit(&rt->attached, 1, memory_order_relaxed);
+  /* release: a waiter that sees the new count sees the exit done. */
+  uint32_t left = atomic_fetch_sub_explicit(&rt->live, 1, memory_order_release);
+  if (atomic_load_explicit(&rt->idle_waiters, memory_order_seq_cst) &&
+      left - 1 <= atomic_load_explicit(&rt->attached, memory_order_relaxed))
+    rusm__futex_wake(&rt->live, 1 << 30);
+}
+
+/* ---- introspection -------------------------------------------------- */
+
+rusm_pid_t rusm_self(const rusm_proc *self) {
+  return self ? self->pid : RUSM_PID_NONE;
+}
+rusm_rt *rusm_proc_rt(const rusm_proc *self) { return self ? self->rt : NULL; }
+rusm_proc *rusm_current(void) { return rusm__tl.cur; }
+
+void rusm_consume(rusm_proc *self, uint32_t n) {
+  if (self && self == rusm__tl.cur)
+    rusm__charge(n);
+}
+
+bool rusm_is_alive(rusm_rt *rt, rusm_pid_t pid) {
+  if (!rt)
+    return false;
+  rusm_proc *p = rusm__proc_get(rt, pid);
+  if (!p)
+    return false;
+  bool alive = !rusm__exited(p);
+  rusm__proc_unref(p);
+  return alive;
+}
+
+int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out) {
+  if (!rt || !out)
+    return RUSM_EINVAL;
+  rusm_proc *p = rusm__proc_get(rt, pid);
+  if (!p)
+    return RUSM_ENOPROC;
+  if (rusm__exited(p)) {
+    rusm__proc_unref(p);
+    return RUSM_ENOPROC;
+  }
+  memset(out, 0, sizeof *out);
+  out->pid = pid;
+  out->kind = p->ops->kind;
+  out->status = (rusm_proc_status)atomic_load_explicit(&p->status,
+                                                       memory_order_relaxed);
+  rusm__sched *s = atomic_load_explicit(&p->sched, memory_order_relaxed);
+  out->scheduler = s ? s->index : 0;
+  uint64_t in = atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
+  uint64_t taken = atomic_load_explicit(&p->msgs_out, memory_order_relaxed);
+  out->mailbox_len = in > taken ? in - taken : 0;
+  out->messages_handled = atomic_load_explicit(&p->handled,
+                                               memory_order_relaxed);
+  out->reductions = atomic_load_explicit(&p->reductions, memory_order_relaxed);
+  rusm__proc_unref(p);
+  return 0;
+}
+
+uint64_t rusm_process_count(rusm_rt *rt) {
+  return rt ? atomic_load_explicit(&rt->live, memory_order_relaxed) : 0;
+}
