@@ -311,7 +311,8 @@ typedef struct rusm_stackless_ops {
    * the callback may replace it. NULL: state = arg, wait for anything. */
   rusm_next (*init)(rusm_proc *self, void **state);
   /* Called with each matching message (borrowed: freed after return), or
-   * with msg == NULL when the wait timed out. */
+   * with msg == NULL when the wait timed out. NULL (allowed when init is
+   * set): messages are discarded and a timeout stops the process. */
   rusm_next (*handle)(rusm_proc *self, void *state, rusm_msg *msg);
   /* Called once on exit, whatever the reason (kill included). May be NULL. */
   void (*terminate)(rusm_proc *self, void *state, const rusm_reason *why);

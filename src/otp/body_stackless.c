@@ -79,7 +79,8 @@ static rusm_step sl_step(rusm_proc *p, void *state) {
     rusm_msg *m;
     if (rusm_try_receive(p, p->b.sl.has_filter ? &p->b.sl.filter : NULL,
                          &m) == 0) {
-      rusm_next n = ops->handle(p, p->state, m);
+      rusm_next n = ops->handle ? ops->handle(p, p->state, m)
+                                : rusm_next_wait();
       rusm__free_node(m);
       if (apply(p, &n))
         return stop_step(p);
@@ -91,7 +92,8 @@ static rusm_step sl_step(rusm_proc *p, void *state) {
         return (rusm_step){RUSM_STEP_WAIT, dl, RUSM_REASON_NORMAL};
       p->b.sl.deadline_ns = -1;
       rusm__charge(1);
-      rusm_next n = ops->handle(p, p->state, NULL);
+      rusm_next n = ops->handle ? ops->handle(p, p->state, NULL)
+                                : rusm_next_stop(RUSM_REASON_NORMAL);
       if (apply(p, &n))
         return stop_step(p);
     } else {
@@ -113,7 +115,7 @@ const rusm_body_ops rusm__stackless_ops = {"stackless", sl_step, sl_destroy};
 int rusm_spawn_stackless(rusm_rt *rt, const rusm_stackless_ops *ops,
                          void *arg, const rusm_spawn_opts *opts,
                          rusm_pid_t *out) {
-  if (!rt || !ops || !ops->handle)
+  if (!rt || !ops || (!ops->init && !ops->handle))
     return RUSM_EINVAL;
   if (atomic_load_explicit(&rt->closing, memory_order_relaxed))
     return RUSM_ESHUTDOWN;

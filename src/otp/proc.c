@@ -312,8 +312,9 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
   rusm__proc_unref(p); /* the alive reference */
   if (attached)
     atomic_fetch_sub_explicit(&rt->attached, 1, memory_order_relaxed);
-  /* release: a waiter that sees the new count sees the exit done. */
-  uint32_t left = atomic_fetch_sub_explicit(&rt->live, 1, memory_order_release);
+  /* seq_cst: Dekker pair with rusm_rt_wait_idle (it bumps idle_waiters,
+   * then reads live): either it sees our count or we see it waiting. */
+  uint32_t left = atomic_fetch_sub_explicit(&rt->live, 1, memory_order_seq_cst);
   if (atomic_load_explicit(&rt->idle_waiters, memory_order_seq_cst) &&
       left - 1 <= atomic_load_explicit(&rt->attached, memory_order_relaxed))
     rusm__futex_wake(&rt->live, 1 << 30);

@@ -91,12 +91,12 @@ void rusm__enqueue(rusm__sched *s, rusm_proc *p) {
     s->q_head = p;
   s->q_tail = p;
   uint32_t len = atomic_load_explicit(&s->q_len, memory_order_relaxed) + 1;
-  atomic_store_explicit(&s->q_len, len, memory_order_relaxed);
+  /* seq_cst store here and seq_cst load of `sleeping` in wake_sched pair
+   * with the sleeper's seq_cst store of `sleeping` and load of q_len
+   * (Dekker): either we see it asleep or it sees our process. (No fence:
+   * ThreadSanitizer does not model fences.) */
+  atomic_store_explicit(&s->q_len, len, memory_order_seq_cst);
   pthread_mutex_unlock(&s->lock);
-  /* seq_cst fence: orders our queue insert before reading `sleeping`;
-   * pairs with the sleeper's seq_cst store of sleeping before it rechecks
-   * q_len, so either we see it asleep or it sees our process. */
-  atomic_thread_fence(memory_order_seq_cst);
   if (rusm__tl.sched != s)
     wake_sched(s);
   else if (len >= 2)
@@ -330,7 +330,8 @@ static rusm_proc *pick(rusm__sched *s) {
 }
 
 static bool has_work(rusm__sched *s) {
-  return s->runnext || atomic_load_explicit(&s->q_len, memory_order_relaxed);
+  /* seq_cst: the sleeper's half of the Dekker pair (see rusm__enqueue) */
+  return s->runnext || atomic_load_explicit(&s->q_len, memory_order_seq_cst);
 }
 
 static bool others_have_work(rusm__sched *s) {
@@ -515,7 +516,7 @@ int rusm_rt_wait_idle(rusm_rt *rt, int64_t timeout_ms) {
   atomic_fetch_add_explicit(&rt->idle_waiters, 1, memory_order_seq_cst);
   int rc = 0;
   for (;;) {
-    uint32_t live = atomic_load_explicit(&rt->live, memory_order_acquire);
+    uint32_t live = atomic_load_explicit(&rt->live, memory_order_seq_cst);
     if (live <= atomic_load_explicit(&rt->attached, memory_order_relaxed))
       break;
     int64_t left = -1;
