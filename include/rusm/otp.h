@@ -299,12 +299,29 @@ typedef struct rusm_next {
 } rusm_next;
 
 /* Wait for any message, no timeout. */
-rusm_next rusm_next_wait(void);
+static inline rusm_next rusm_next_wait(void) {
+  rusm_next n = {0, 0, {0, 0, NULL, NULL}, -1, {RUSM_EXIT_NORMAL, 0, NULL}};
+  return n;
+}
 /* Wait for a message matching f (NULL: any) for up to timeout_ms
  * (-1: forever). On timeout handle() is called with msg == NULL. */
-rusm_next rusm_next_wait_for(const rusm_filter *f, int64_t timeout_ms);
+static inline rusm_next rusm_next_wait_for(const rusm_filter *f,
+                                           int64_t timeout_ms) {
+  rusm_next n = rusm_next_wait();
+  if (f) {
+    n.has_filter = 1;
+    n.filter = *f;
+  }
+  n.timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
+  return n;
+}
 /* Exit with reason. */
-rusm_next rusm_next_stop(rusm_reason reason);
+static inline rusm_next rusm_next_stop(rusm_reason reason) {
+  rusm_next n = rusm_next_wait();
+  n.stop = 1;
+  n.reason = reason;
+  return n;
+}
 
 typedef struct rusm_stackless_ops {
   /* Called once first; may send, spawn ... *state starts as the spawn arg;

@@ -74,6 +74,154 @@ void rusm__free(void *ptr, size_t size) {
   account(-(int64_t)size, -1);
 }
 
+/* ---- small-object pool ---- */
+
+#define POOL_CLASSES 4
+#define MAG 256           /* blocks in a magazine */
+#define DEPOT_MAX 512     /* magazines kept per class; more are freed */
+
+typedef struct pblock {
+  struct pblock *next;
+} pblock;
+
+typedef struct ptls {
+  pblock *head[POOL_CLASSES];
+  uint32_t count[POOL_CLASSES];
+  bool registered;
+} ptls;
+
+/* A magazine is a list of MAG blocks; magazines are chained through a
+ * second word of their first block. */
+static pthread_mutex_t g_depot_lock = PTHREAD_MUTEX_INITIALIZER;
+static pblock *g_depot[POOL_CLASSES];
+static uint32_t g_depot_n[POOL_CLASSES];
+static pthread_key_t g_pool_key;
+static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
+static _Thread_local ptls t_pool;
+
+static inline int pool_class(size_t size) {
+  if (size <= 64)
+    return 0;
+  if (size <= 128)
+    return 1;
+  if (size <= 256)
+    return 2;
+  if (size <= 512)
+    return 3;
+  return -1;
+}
+
+static inline size_t class_size(int c) { return (size_t)64 << c; }
+
+#define MAG_LINK(b) (((pblock **)(b))[1])
+
+static void depot_put(int c, pblock *mag) {
+  pthread_mutex_lock(&g_depot_lock);
+  if (g_depot_n[c] < DEPOT_MAX) {
+    MAG_LINK(mag) = g_depot[c];
+    g_depot[c] = mag;
+    g_depot_n[c]++;
+    mag = NULL;
+  }
+  pthread_mutex_unlock(&g_depot_lock);
+  while (mag) { /* depot full: give the memory back */
+    pblock *n = mag->next;
+    free(mag);
+    mag = n;
+  }
+}
+
+static void pool_thread_exit(void *arg) {
+  (void)arg;
+  ptls *t = &t_pool;
+  for (int c = 0; c < POOL_CLASSES; c++) {
+    while (t->head[c]) {
+      pblock *mag = t->head[c], *last = mag;
+      uint32_t n = 1;
+      while (n < MAG && last->next) {
+        last = last->next;
+        n++;
+      }
+      t->head[c] = last->next;
+      last->next = NULL;
+      depot_put(c, mag);
+    }
+    t->count[c] = 0;
+  }
+}
+
+static void pool_once(void) {
+  pthread_key_create(&g_pool_key, pool_thread_exit);
+}
+
+/* The thread's blocks go back to the depot when it exits. */
+static inline void pool_register(ptls *t) {
+  if (!t->registered) {
+    pthread_once(&g_pool_once, pool_once);
+    pthread_setspecific(g_pool_key, t);
+    t->registered = true;
+  }
+}
+
+void *rusm__pool_alloc(size_t size) {
+  int c = pool_class(size);
+  if (c < 0)
+    return rusm__alloc(size);
+  ptls *t = &t_pool;
+  pblock *b = t->head[c];
+  if (!b) {
+    pool_register(t);
+    pthread_mutex_lock(&g_depot_lock);
+    pblock *mag = g_depot[c];
+    if (mag) {
+      g_depot[c] = MAG_LINK(mag);
+      g_depot_n[c]--;
+    }
+    pthread_mutex_unlock(&g_depot_lock);
+    if (!mag) {
+      b = malloc(class_size(c));
+      if (b)
+        account((int64_t)class_size(c), 1);
+      return b;
+    }
+    b = mag;
+    uint32_t n = 0;
+    for (pblock *x = mag; x; x = x->next)
+      n++;
+    t->count[c] = n;
+  }
+  t->head[c] = b->next;
+  t->count[c]--;
+  account((int64_t)class_size(c), 1);
+  return b;
+}
+
+void rusm__pool_free(void *ptr, size_t size) {
+  if (!ptr)
+    return;
+  int c = pool_class(size);
+  if (c < 0) {
+    rusm__free(ptr, size);
+    return;
+  }
+  account(-(int64_t)class_size(c), -1);
+  ptls *t = &t_pool;
+  pool_register(t);
+  pblock *b = ptr;
+  b->next = t->head[c];
+  t->head[c] = b;
+  if (++t->count[c] >= 2 * MAG) {
+    /* hand the newest MAG blocks to the depot, keep the rest hot */
+    pblock *mag = t->head[c], *last = mag;
+    for (uint32_t i = 1; i < MAG; i++)
+      last = last->next;
+    t->head[c] = last->next;
+    last->next = NULL;
+    t->count[c] -= MAG;
+    depot_put(c, mag);
+  }
+}
+
 void rusm__alloc_totals(rusm__alloc_stats *out) {
   int64_t bytes = 0, count = 0;
   pthread_mutex_lock(&g_lock);

@@ -29,3 +29,13 @@ void rusm__free(void *ptr, size_t size);
 void rusm__alloc_totals(rusm__alloc_stats *out);
 
 #endif
+
+/*
+ * Small-object pool for messages and other short-lived blocks: size
+ * classes of 64, 128, 256 and 512 bytes with a per-thread free list and a
+ * global depot of magazines (batches), so a block freed on the receiver's
+ * thread finds its way back to senders without a malloc arena lock.
+ * Larger sizes fall through to rusm__alloc. Free with the same size.
+ */
+void *rusm__pool_alloc(size_t size);
+void rusm__pool_free(void *ptr, size_t size);

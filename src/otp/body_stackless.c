@@ -7,30 +7,6 @@
 
 #include "otp/internal.h"
 
-rusm_next rusm_next_wait(void) {
-  rusm_next n;
-  memset(&n, 0, sizeof n);
-  n.timeout_ms = -1;
-  return n;
-}
-
-rusm_next rusm_next_wait_for(const rusm_filter *f, int64_t timeout_ms) {
-  rusm_next n = rusm_next_wait();
-  if (f) {
-    n.has_filter = 1;
-    n.filter = *f;
-  }
-  n.timeout_ms = timeout_ms < 0 ? -1 : timeout_ms;
-  return n;
-}
-
-rusm_next rusm_next_stop(rusm_reason reason) {
-  rusm_next n = rusm_next_wait();
-  n.stop = 1;
-  n.reason = reason;
-  return n;
-}
-
 /* Applies what a callback asked for; true when the process stops (its
  * reason copied into p->exit_box, which the reaping path frees). */
 static bool apply(rusm_proc *p, const rusm_next *n) {
@@ -43,7 +19,8 @@ static bool apply(rusm_proc *p, const rusm_next *n) {
     return true;
   }
   p->b.sl.has_filter = n->has_filter;
-  p->b.sl.filter = n->filter;
+  if (n->has_filter)
+    p->b.sl.filter = n->filter;
   if (n->timeout_ms < 0)
     p->b.sl.deadline_ns = -1;
   else if (n->timeout_ms == 0)

@@ -9,7 +9,7 @@ static size_t msg_size(size_t inline_len) {
 
 rusm_msg *rusm__msg_new(uint8_t kind, uint64_t tag, const void *data,
                         size_t len) {
-  rusm_msg *m = rusm__alloc(msg_size(len));
+  rusm_msg *m = rusm__pool_alloc(msg_size(len));
   if (!m)
     return NULL;
   m->inner_next = NULL;
@@ -44,7 +44,7 @@ void rusm__free_node(rusm_msg *m) {
     rusm_buf_unref(m->buf);
   else
     inl = m->len;
-  rusm__free(m, msg_size(inl));
+  rusm__pool_free(m, msg_size(inl));
 }
 
 void rusm_msg_free(rusm_msg *m) {

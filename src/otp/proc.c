@@ -18,6 +18,9 @@ _Thread_local rusm__tls rusm__tl;
       atomic_fetch_add_explicit(&r_->ext.field, (n), memory_order_relaxed);   \
   } while (0)
 
+#define SEND_SAMPLE 64        /* sends between looks at a mailbox length */
+#define SEND_PENALTY_FROM 512 /* queued messages before senders pay extra */
+
 void rusm__count_exit(rusm_rt *rt, rusm_exit_code code) {
   COUNT(rt, exited_by[code], 1);
 }
@@ -110,9 +113,21 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
     return 0;
   }
   /* relaxed: an approximate length for introspection. */
-  atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
+  uint64_t in = atomic_fetch_add_explicit(&p->msgs_in, 1,
+                                          memory_order_relaxed);
   if (rusm__mbox_push(&p->mbox, &m->node))
     rusm__schedule(p);
+  if ((in & (SEND_SAMPLE - 1)) == 0) {
+    /* Back-pressure (as BEAM's send cost): a sender filling a long
+     * mailbox is charged for it, so it yields sooner and the receiver
+     * gets the CPU while the messages are still in cache. Sampled, as
+     * msgs_out sits on the receiver's cache line. */
+    uint64_t out = atomic_load_explicit(&p->msgs_out, memory_order_relaxed);
+    if (in > out + SEND_PENALTY_FROM)
+      rusm__charge((uint32_t)((in - out) >> 2 > UINT16_MAX
+                                  ? UINT16_MAX
+                                  : (in - out) >> 2));
+  }
   rusm__proc_unref(p);
   rusm_proc *cur = rusm__tl.cur;
   if (cur && cur->body == RUSM__B_STACKFUL && rusm__tl.sched->slice <= 0)

@@ -14,9 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RUSM__WHEEL_BITS 6                       /* 64 slots a level */
+#define RUSM__WHEEL_BITS 6 /* 64 slots a level */
 #define RUSM__WHEEL_SLOTS (1 << RUSM__WHEEL_BITS)
-#define RUSM__WHEEL_LEVELS 8                     /* 2^48 ticks of range */
+#define RUSM__WHEEL_LEVELS 8 /* 2^48 ticks of range */
 
 typedef struct rusm__timer {
   struct rusm__timer *next, *prev; /* slot list (intrusive) */
@@ -27,10 +27,10 @@ typedef struct rusm__timer {
 } rusm__timer;
 
 typedef struct rusm__wheel {
-  int64_t tick_ns;  /* resolution */
-  int64_t origin_ns;/* time of tick 0 */
-  uint64_t now;     /* current tick: every timer with expires <= now fired */
-  size_t count;     /* armed timers */
+  int64_t tick_ns;   /* resolution */
+  int64_t origin_ns; /* time of tick 0 */
+  uint64_t now;      /* current tick: every timer with expires <= now fired */
+  size_t count;      /* armed timers */
   uint64_t occupied[RUSM__WHEEL_LEVELS]; /* bit per non-empty slot */
   rusm__timer *slots[RUSM__WHEEL_LEVELS][RUSM__WHEEL_SLOTS];
 } rusm__wheel;
