@@ -62,12 +62,11 @@ typedef struct rusm_bench_env {
  * function must leave no process of its own alive (wait for them). Returns
  * 0 with *out filled, or a negative RUSM_E* code.
  */
-typedef int (*rusm_bench_fn)(const rusm_bench_env *env,
-                             rusm_bench_sample *out);
+typedef int (*rusm_bench_fn)(const rusm_bench_env *env, rusm_bench_sample *out);
 
 typedef struct rusm_bench_scenario {
-  const char *name;     /* e.g. "ping-pong" */
-  const char *summary;  /* one line: what it measures */
+  const char *name;             /* e.g. "ping-pong" */
+  const char *summary;          /* one line: what it measures */
   const char *baseline_summary; /* one line; NULL when no baseline */
   rusm_bench_kind kind;
   uint64_t default_n; /* runs in a few seconds */
@@ -117,10 +116,10 @@ typedef struct rusm_bench_result {
   double p50_us, p99_us; /* medians of the runs' percentiles */
   double baseline_p50_us, baseline_p99_us;
   bool has_memory;
-  double bytes_per_process; /* median */
-  uint64_t mappings;        /* largest peak over the runs */
-  uint64_t max_map_count;   /* vm.max_map_count, 0 if unreadable */
-  rusm_bench_sample *runs;  /* repeat entries */
+  double bytes_per_process;         /* median */
+  uint64_t mappings;                /* largest peak over the runs */
+  uint64_t max_map_count;           /* vm.max_map_count, 0 if unreadable */
+  rusm_bench_sample *runs;          /* repeat entries */
   rusm_bench_sample *baseline_runs; /* repeat entries, or NULL */
 } rusm_bench_result;
 

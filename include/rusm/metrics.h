@@ -19,25 +19,25 @@ extern "C" {
 #define RUSM_METRICS_MAX_SCHED 64
 
 typedef struct rusm_sched_metrics {
-  uint64_t busy_ns;    /* time spent running processes */
-  uint64_t total_ns;   /* time since the scheduler started */
-  uint64_t runs;       /* process run slices */
-  uint64_t steals;     /* processes stolen from other schedulers */
-  uint64_t sleeps;     /* times the scheduler slept */
-  double utilisation;  /* busy_ns / total_ns, 0..1 */
+  uint64_t busy_ns;   /* time spent running processes */
+  uint64_t total_ns;  /* time since the scheduler started */
+  uint64_t runs;      /* process run slices */
+  uint64_t steals;    /* processes stolen from other schedulers */
+  uint64_t sleeps;    /* times the scheduler slept */
+  double utilisation; /* busy_ns / total_ns, 0..1 */
 } rusm_sched_metrics;
 
 typedef struct rusm_metrics {
   uint64_t spawned;
-  uint64_t exited;                     /* all reasons */
+  uint64_t exited;                      /* all reasons */
   uint64_t exited_by[RUSM_EXIT__COUNT]; /* by rusm_exit_code */
-  uint64_t live;                       /* spawned - exited */
-  uint64_t sent;                       /* send calls to a process */
-  uint64_t delivered;                  /* messages taken by a receiver */
-  uint64_t dropped;                    /* target dead / left in a dead box */
-  uint64_t steals;                     /* sum over schedulers */
-  uint64_t alloc_bytes;                /* accounted bytes now allocated */
-  uint64_t alloc_count;                /* accounted allocations live */
+  uint64_t live;                        /* spawned - exited */
+  uint64_t sent;                        /* send calls to a process */
+  uint64_t delivered;                   /* messages taken by a receiver */
+  uint64_t dropped;                     /* target dead / left in a dead box */
+  uint64_t steals;                      /* sum over schedulers */
+  uint64_t alloc_bytes;                 /* accounted bytes now allocated */
+  uint64_t alloc_count;                 /* accounted allocations live */
   uint32_t schedulers;
   rusm_sched_metrics sched[RUSM_METRICS_MAX_SCHED];
 } rusm_metrics;

@@ -137,12 +137,12 @@ typedef struct rusm_rt rusm_rt;
 typedef struct rusm_proc rusm_proc;
 
 typedef struct rusm_rt_opts {
-  uint32_t schedulers;         /* 0: one per online core */
-  uint32_t max_processes;      /* 0: 1 << 22; at most 1 << 24 */
-  uint32_t budget;             /* reductions per run slice; 0: 2000 */
-  uint32_t stack_size;         /* default stackful stack; 0: 64 KiB */
-  uint32_t mailbox_capacity;   /* reserved (bounded mailboxes); 0: none */
-  uint16_t node_id;            /* this node's id in pids (< 4096) */
+  uint32_t schedulers;       /* 0: one per online core */
+  uint32_t max_processes;    /* 0: 1 << 22; at most 1 << 24 */
+  uint32_t budget;           /* reductions per run slice; 0: 2000 */
+  uint32_t stack_size;       /* default stackful stack; 0: 64 KiB */
+  uint32_t mailbox_capacity; /* reserved (bounded mailboxes); 0: none */
+  uint16_t node_id;          /* this node's id in pids (< 4096) */
 } rusm_rt_opts;
 
 /* Fills opts with defaults. */
@@ -250,9 +250,17 @@ int rusm_send_buf(rusm_rt *rt, rusm_pid_t to, uint64_t tag, rusm_buf *buf);
 /* Processes                                                           */
 /* ------------------------------------------------------------------ */
 
+typedef uint64_t rusm_ref; /* monitor reference; never 0 */
+
 typedef struct rusm_spawn_opts {
   uint32_t stack_size; /* stackful only; 0: runtime default */
   int32_t scheduler;   /* -1: the caller's scheduler or round-robin */
+  /* spawn_link / spawn_monitor: set up atomically with the spawn, before
+   * the child can run, so it can never die unlinked / unmonitored. Need
+   * process context (the caller is the other end): RUSM_ECONTEXT if not. */
+  bool link;
+  bool monitor;
+  rusm_ref *monitor_ref; /* out: the monitor's ref when monitor is set */
 } rusm_spawn_opts;
 
 void rusm_spawn_opts_init(rusm_spawn_opts *o);
@@ -291,11 +299,11 @@ int rusm_spawn_body(rusm_rt *rt, const rusm_body_ops *ops, void *state,
 
 /* What a stackless callback asks for next. Build it with the helpers. */
 typedef struct rusm_next {
-  uint8_t stop;        /* 1: exit with reason */
-  uint8_t has_filter;  /* wait only for messages matching filter */
+  uint8_t stop;       /* 1: exit with reason */
+  uint8_t has_filter; /* wait only for messages matching filter */
   rusm_filter filter;
-  int64_t timeout_ms;  /* -1: none; 0: poll; >0: then handle(NULL) */
-  rusm_reason reason;  /* bytes copied by the runtime right away */
+  int64_t timeout_ms; /* -1: none; 0: poll; >0: then handle(NULL) */
+  rusm_reason reason; /* bytes copied by the runtime right away */
 } rusm_next;
 
 /* Wait for any message, no timeout. */
@@ -336,9 +344,8 @@ typedef struct rusm_stackless_ops {
 } rusm_stackless_ops;
 
 /* ops must outlive the process (a static struct, usually). */
-int rusm_spawn_stackless(rusm_rt *rt, const rusm_stackless_ops *ops,
-                         void *arg, const rusm_spawn_opts *opts,
-                         rusm_pid_t *out);
+int rusm_spawn_stackless(rusm_rt *rt, const rusm_stackless_ops *ops, void *arg,
+                         const rusm_spawn_opts *opts, rusm_pid_t *out);
 
 /* --- stackful bodies: a C function with blocking receive --- */
 
@@ -398,6 +405,60 @@ int rusm_on_exit(rusm_proc *self, void (*fn)(void *arg), void *arg);
  * call it so that it can be preempted at the next runtime call). */
 void rusm_consume(rusm_proc *self, uint32_t n);
 
+/* --- links, monitors, exit signals (Erlang's semantics; see
+ *     docs/exit-signals.md). `self` must be the calling process. --- */
+
+/* Links self and pid (bidirectional, idempotent). RUSM_ENOPROC when pid is
+ * dead; a trapping caller then also gets Exit { pid, noproc }. */
+int rusm_link(rusm_proc *self, rusm_pid_t pid);
+/* Removes the link; after it returns no exit signal from that link
+ * reaches self. Unlinking a pid that is not linked (or dead) is fine. */
+int rusm_unlink(rusm_proc *self, rusm_pid_t pid);
+
+/* Turns exit trapping on/off; returns the previous setting. A trapping
+ * process receives exit signals (but kill) as RUSM_TAG_EXIT messages. */
+bool rusm_trap_exit(rusm_proc *self, bool on);
+
+/* Monitors pid: exactly one Down { ref, pid, reason } message arrives
+ * when it exits (at once with reason noproc when it is already dead).
+ * Monitors stack: each call gets its own ref. */
+int rusm_monitor(rusm_proc *self, rusm_pid_t pid, rusm_ref *out);
+
+#define RUSM_DEMONITOR_FLUSH 1u /* also drop a Down already queued */
+/* Removes a monitor: no Down for ref is received after this returns.
+ * Returns 1 when the monitor was active, 0 when it was not (already fired
+ * or unknown). */
+int rusm_demonitor(rusm_proc *self, rusm_ref ref, unsigned flags);
+
+/* Sends an exit signal with reason to pid, as Erlang's exit/2: kill ends
+ * it with reason killed (untrappable); normal is ignored unless it traps
+ * (or pid is the caller itself); other reasons end it unless it traps, in
+ * which case it gets an Exit message. Callable from any thread (the
+ * sender is the calling process, or none). RUSM_ENOPROC for a dead pid. */
+int rusm_exit(rusm_rt *rt, rusm_pid_t pid, rusm_reason reason);
+
+/* Decoded Exit / Down messages. The reason bytes point into the message:
+ * valid until it is freed. Return 0, or RUSM_EINVAL when m is not one. */
+typedef struct rusm_exit_info {
+  rusm_pid_t from;
+  rusm_reason reason;
+} rusm_exit_info;
+int rusm_msg_exit(const rusm_msg *m, rusm_exit_info *out);
+
+typedef struct rusm_down_info {
+  rusm_ref ref;
+  rusm_pid_t pid;
+  rusm_reason reason;
+} rusm_down_info;
+int rusm_msg_down(const rusm_msg *m, rusm_down_info *out);
+
+/* Wire layout of the payloads (native endianness), for bodies that read
+ * the bytes directly (Wasm guests):
+ *   Exit: u64 from | i32 code | u32 len | len bytes of detail
+ *   Down: u64 ref | u64 pid | i32 code | u32 len | len bytes of detail */
+#define RUSM_EXIT_PAYLOAD_HDR 16
+#define RUSM_DOWN_PAYLOAD_HDR 24
+
 /* --- calls from anywhere --- */
 
 /* Sends the untrappable kill: pid exits with reason killed. Killing a dead
@@ -415,7 +476,7 @@ typedef enum rusm_proc_status {
 
 typedef struct rusm_proc_info {
   rusm_pid_t pid;
-  const char *kind;          /* body kind (static string) */
+  const char *kind; /* body kind (static string) */
   rusm_proc_status status;
   uint32_t scheduler;        /* index of its current scheduler */
   uint64_t mailbox_len;      /* messages queued, fetched or not */
@@ -428,6 +489,103 @@ int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out);
 
 /* Number of live processes (attached threads included). */
 uint64_t rusm_process_count(rusm_rt *rt);
+
+/* ------------------------------------------------------------------ */
+/* Supervisors (OTP's supervisor, see docs/supervisors.md)             */
+/* ------------------------------------------------------------------ */
+
+typedef enum rusm_sup_strategy {
+  RUSM_ONE_FOR_ONE = 0,
+  RUSM_ONE_FOR_ALL = 1,
+  RUSM_REST_FOR_ONE = 2
+} rusm_sup_strategy;
+
+typedef enum rusm_restart {
+  RUSM_PERMANENT = 0, /* always restarted */
+  RUSM_TRANSIENT = 1, /* restarted unless it exits normal or shutdown */
+  RUSM_TEMPORARY = 2  /* never restarted (and forgotten when it exits) */
+} rusm_restart;
+
+#define RUSM_SHUTDOWN_BRUTAL 0      /* exit(child, kill) at once */
+#define RUSM_SHUTDOWN_INFINITY (-1) /* exit(child, shutdown), wait forever */
+
+/* Starts one child. Runs in the supervisor's process: spawn the child
+ * with opts.link = true (the supervisor links anyway if you do not) and
+ * return 0 with its pid, or a negative code (a failed start). */
+typedef int (*rusm_child_start_fn)(rusm_rt *rt, void *arg, rusm_pid_t *out);
+
+typedef struct rusm_child_spec {
+  const char *id; /* unique in its supervisor; copied (at most 63 bytes) */
+  rusm_child_start_fn start;
+  void *arg; /* borrowed: must outlive the supervisor */
+  rusm_restart restart;
+  int64_t shutdown_ms; /* RUSM_SHUTDOWN_BRUTAL, a timeout in ms, or
+                        * RUSM_SHUTDOWN_INFINITY (use it for supervisors) */
+  bool supervisor;     /* the child is a supervisor (for counts, trees) */
+} rusm_child_spec;
+
+typedef struct rusm_sup_flags {
+  rusm_sup_strategy strategy;
+  uint32_t intensity; /* at most this many restarts ... (default 1) */
+  uint32_t period_ms; /* ... in any window this long (default 5000) */
+} rusm_sup_flags;
+
+void rusm_sup_flags_init(rusm_sup_flags *f);
+
+/*
+ * The calls below are synchronous requests to the supervisor process: the
+ * caller blocks for the reply, so they need a thread that may block: a
+ * non-scheduler thread (attached or not) or a stackful process. From a
+ * stackless callback they return RUSM_ECONTEXT.
+ */
+
+/* Starts a supervisor that starts children[0..n) in order (specs copied).
+ * If one fails to start, those started are stopped in reverse order and
+ * the error is returned. opts->link links it to the calling process (its
+ * parent; an exit signal from the parent stops it, children first). */
+int rusm_sup_start(rusm_rt *rt, const rusm_sup_flags *flags,
+                   const rusm_child_spec *children, size_t n,
+                   const rusm_spawn_opts *opts, rusm_pid_t *out);
+
+/* Stops a supervisor as its parent would (exit signal shutdown: children
+ * stopped in reverse start order with their shutdown specs) and waits
+ * until it is gone, or timeout_ms (-1: forever). */
+int rusm_sup_stop(rusm_rt *rt, rusm_pid_t sup, int64_t timeout_ms);
+
+int rusm_sup_start_child(rusm_rt *rt, rusm_pid_t sup,
+                         const rusm_child_spec *spec, rusm_pid_t *out);
+int rusm_sup_terminate_child(rusm_rt *rt, rusm_pid_t sup, const char *id);
+int rusm_sup_restart_child(rusm_rt *rt, rusm_pid_t sup, const char *id,
+                           rusm_pid_t *out);
+int rusm_sup_delete_child(rusm_rt *rt, rusm_pid_t sup, const char *id);
+
+typedef struct rusm_child_info {
+  char id[64];
+  rusm_pid_t pid; /* RUSM_PID_NONE when not running */
+  rusm_restart restart;
+  bool supervisor;
+  uint32_t restarts; /* times this child was restarted */
+} rusm_child_info;
+
+/* Fills out[0..cap) in start order; *count gets the total number. */
+int rusm_sup_which_children(rusm_rt *rt, rusm_pid_t sup, rusm_child_info *out,
+                            size_t cap, size_t *count);
+
+typedef struct rusm_child_counts {
+  uint32_t specs, active, supervisors, workers;
+} rusm_child_counts;
+int rusm_sup_count_children(rusm_rt *rt, rusm_pid_t sup,
+                            rusm_child_counts *out);
+
+/* A dynamic supervisor: one_for_one over many children made from one
+ * template spec, each started with its own arg (the template's arg is
+ * ignored). */
+int rusm_dynsup_start(rusm_rt *rt, const rusm_sup_flags *flags,
+                      const rusm_child_spec *tmpl, const rusm_spawn_opts *opts,
+                      rusm_pid_t *out);
+int rusm_dynsup_start_child(rusm_rt *rt, rusm_pid_t sup, void *arg,
+                            rusm_pid_t *out);
+int rusm_dynsup_terminate_child(rusm_rt *rt, rusm_pid_t sup, rusm_pid_t child);
 
 #ifdef __cplusplus
 }

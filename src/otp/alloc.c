@@ -77,8 +77,8 @@ void rusm__free(void *ptr, size_t size) {
 /* ---- small-object pool ---- */
 
 #define POOL_CLASSES 4
-#define MAG 256           /* blocks in a magazine */
-#define DEPOT_MAX 512     /* magazines kept per class; more are freed */
+#define MAG 256       /* blocks in a magazine */
+#define DEPOT_MAX 512 /* magazines kept per class; more are freed */
 
 typedef struct pblock {
   struct pblock *next;

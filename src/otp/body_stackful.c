@@ -23,9 +23,10 @@ static rusm_step sf_step(rusm_proc *p, void *state) {
     rusm__stack st;
     if (rusm__stack_get(&s->stacks, p->b.sf.coro.stack.size, &st) != 0) {
       static const char msg[] = "no memory for a stack";
-      return (rusm_step){RUSM_STEP_EXIT, -1,
-                         {RUSM_EXIT_CUSTOM, sizeof msg - 1,
-                          (const uint8_t *)msg}};
+      return (rusm_step){
+          RUSM_STEP_EXIT,
+          -1,
+          {RUSM_EXIT_CUSTOM, sizeof msg - 1, (const uint8_t *)msg}};
     }
     rusm__coro_init(&p->b.sf.coro, st, coro_entry, p);
   }
@@ -53,8 +54,8 @@ int rusm_spawn_stackful(rusm_rt *rt, rusm_stackful_fn fn, void *arg,
     return RUSM_EINVAL;
   if (atomic_load_explicit(&rt->closing, memory_order_relaxed))
     return RUSM_ESHUTDOWN;
-  uint32_t size = opts && opts->stack_size ? opts->stack_size
-                                           : rt->opts.stack_size;
+  uint32_t size =
+      opts && opts->stack_size ? opts->stack_size : rt->opts.stack_size;
   if (size < 4096 || size > (1u << 30))
     return RUSM_EINVAL;
   rusm_proc *p = rusm__proc_alloc(rt);
@@ -91,8 +92,8 @@ void rusm_yield(rusm_proc *self) {
 int rusm_exit_self(rusm_proc *self, rusm_reason reason) {
   if (!in_own_coroutine(self))
     return self ? RUSM_ECONTEXT : RUSM_EINVAL;
-  rusm__reason_box *b = rusm__reason_copy(
-      reason.code, reason.data, reason.data ? reason.len : 0);
+  rusm__reason_box *b =
+      rusm__reason_copy(reason.code, reason.data, reason.data ? reason.len : 0);
   self->b.sf.reason = b;
   rusm_step st = {RUSM_STEP_EXIT, -1, {reason.code, 0, NULL}};
   if (b) {
@@ -119,7 +120,7 @@ static int attached_wait(rusm_proc *p, int64_t deadline) {
       left = deadline - rusm_now_ns();
       if (left <= 0) {
         if (rusm__mbox_unpark(&p->mbox, &p->cons))
-          break; /* we took our own wake-up: not parked any more */
+          break;        /* we took our own wake-up: not parked any more */
         left = 1000000; /* a pusher won: its wake is on the way */
       }
     }
@@ -136,24 +137,22 @@ int rusm_receive(rusm_proc *self, const rusm_filter *f, int64_t timeout_ms,
   if (self != rusm__tl.cur ||
       (self->body != RUSM__B_STACKFUL && self->body != RUSM__B_ATTACHED))
     return RUSM_ECONTEXT;
-  int64_t deadline = timeout_ms > 0 ? rusm_now_ns() + timeout_ms * 1000000
-                                    : -1;
+  int64_t deadline = timeout_ms > 0 ? rusm_now_ns() + timeout_ms * 1000000 : -1;
   for (;;) {
     if (rusm_try_receive(self, f, out) == 0)
       return 0;
     if (self->exit_pending) { /* only attached threads get here */
       rusm_proc *p = self;
       rusm__tl.cur = NULL;
-      rusm__proc_reap(p, p->exit_code,
-                      p->exit_box ? p->exit_box->data : NULL,
+      rusm__proc_reap(p, p->exit_code, p->exit_box ? p->exit_box->data : NULL,
                       p->exit_box ? p->exit_box->len : 0);
       return RUSM_ESHUTDOWN;
     }
     if (timeout_ms == 0 || (deadline >= 0 && rusm_now_ns() >= deadline))
       return RUSM_ETIMEDOUT;
     if (self->body == RUSM__B_STACKFUL) {
-      self->b.sf.step = (rusm_step){RUSM_STEP_WAIT, deadline,
-                                    RUSM_REASON_NORMAL};
+      self->b.sf.step =
+          (rusm_step){RUSM_STEP_WAIT, deadline, RUSM_REASON_NORMAL};
       rusm__coro_suspend(&self->b.sf.coro);
     } else {
       attached_wait(self, deadline);
@@ -200,7 +199,6 @@ void rusm_detach(rusm_proc *self) {
     return;
   rusm__tl.cur = NULL;
   rusm__drain(self);
-  rusm__proc_reap(self, self->exit_pending ? self->exit_code
-                                           : RUSM_EXIT_NORMAL,
+  rusm__proc_reap(self, self->exit_pending ? self->exit_code : RUSM_EXIT_NORMAL,
                   NULL, 0);
 }

@@ -54,10 +54,10 @@ static rusm_step sl_step(rusm_proc *p, void *state) {
     if (p->exit_pending)
       return (rusm_step){RUSM_STEP_YIELD, -1, RUSM_REASON_NORMAL};
     rusm_msg *m;
-    if (rusm_try_receive(p, p->b.sl.has_filter ? &p->b.sl.filter : NULL,
-                         &m) == 0) {
-      rusm_next n = ops->handle ? ops->handle(p, p->state, m)
-                                : rusm_next_wait();
+    if (rusm_try_receive(p, p->b.sl.has_filter ? &p->b.sl.filter : NULL, &m) ==
+        0) {
+      rusm_next n =
+          ops->handle ? ops->handle(p, p->state, m) : rusm_next_wait();
       rusm__free_node(m);
       if (apply(p, &n))
         return stop_step(p);
@@ -89,9 +89,8 @@ static void sl_destroy(rusm_proc *p, void *state, const rusm_reason *why) {
 
 const rusm_body_ops rusm__stackless_ops = {"stackless", sl_step, sl_destroy};
 
-int rusm_spawn_stackless(rusm_rt *rt, const rusm_stackless_ops *ops,
-                         void *arg, const rusm_spawn_opts *opts,
-                         rusm_pid_t *out) {
+int rusm_spawn_stackless(rusm_rt *rt, const rusm_stackless_ops *ops, void *arg,
+                         const rusm_spawn_opts *opts, rusm_pid_t *out) {
   if (!rt || !ops || (!ops->init && !ops->handle))
     return RUSM_EINVAL;
   if (atomic_load_explicit(&rt->closing, memory_order_relaxed))

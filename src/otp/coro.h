@@ -18,18 +18,18 @@
 #include <stdint.h>
 
 typedef struct rusm__stack {
-  void *map;       /* start of the mapping (the guard page), NULL if none */
-  size_t map_len;  /* guard + usable */
-  void *lo;        /* lowest usable byte (just above the guard) */
-  size_t size;     /* usable bytes; stack grows down from lo + size */
+  void *map;      /* start of the mapping (the guard page), NULL if none */
+  size_t map_len; /* guard + usable */
+  void *lo;       /* lowest usable byte (just above the guard) */
+  size_t size;    /* usable bytes; stack grows down from lo + size */
 } rusm__stack;
 
 /* A per-scheduler cache of stacks (not thread-safe: one owner thread). */
 typedef struct rusm__stack_pool {
-  rusm__stack *cache;  /* cached stacks, all of size `size` */
+  rusm__stack *cache; /* cached stacks, all of size `size` */
   size_t count, cap;
-  size_t size;         /* usable size of cached stacks */
-  uint64_t mapped;     /* stacks currently mapped (in use + cached) */
+  size_t size;     /* usable size of cached stacks */
+  uint64_t mapped; /* stacks currently mapped (in use + cached) */
 } rusm__stack_pool;
 
 /* cap: how many free stacks to keep mapped for reuse. */
@@ -48,20 +48,20 @@ void rusm__stack_put(rusm__stack_pool *p, rusm__stack *s);
 
 /* The scheduler side of switches: one per scheduler thread. */
 typedef struct rusm__coro_ctx {
-  void *sp;            /* saved stack pointer of the scheduler */
-  void *tsan_fiber;    /* the thread's own TSan fiber */
-  const void *stack_lo;/* the thread's stack bounds, for ASan */
+  void *sp;             /* saved stack pointer of the scheduler */
+  void *tsan_fiber;     /* the thread's own TSan fiber */
+  const void *stack_lo; /* the thread's stack bounds, for ASan */
   size_t stack_size;
 } rusm__coro_ctx;
 
 struct rusm__coro {
-  void *sp;            /* saved stack pointer of the coroutine */
+  void *sp; /* saved stack pointer of the coroutine */
   rusm__coro_ctx *caller;
   rusm__stack stack;
   void (*entry)(void *arg);
   void *arg;
   void *tsan_fiber;
-  void *asan_fake;     /* ASan fake-stack handle across switches */
+  void *asan_fake; /* ASan fake-stack handle across switches */
   int finished;
 };
 
@@ -72,8 +72,8 @@ void rusm__coro_ctx_init(rusm__coro_ctx *ctx);
 
 /* Prepares c to run entry(arg) on stack. entry must never return: it
  * ends with rusm__coro_finish(). */
-void rusm__coro_init(rusm__coro *c, rusm__stack stack,
-                     void (*entry)(void *arg), void *arg);
+void rusm__coro_init(rusm__coro *c, rusm__stack stack, void (*entry)(void *arg),
+                     void *arg);
 
 /* Switches from the scheduler into c until c suspends or finishes. */
 void rusm__coro_resume(rusm__coro *c, rusm__coro_ctx *from);

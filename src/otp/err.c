@@ -43,8 +43,8 @@ const char *rusm_err_name(int err) {
 
 const char *rusm_exit_code_name(rusm_exit_code code) {
   static const char *const names[RUSM_EXIT__COUNT] = {
-      "normal", "killed", "shutdown", "noproc",
-      "noconnection", "trap", "custom", "kill"};
+      "normal",       "killed", "shutdown", "noproc",
+      "noconnection", "trap",   "custom",   "kill"};
   if ((unsigned)code < RUSM_EXIT__COUNT)
     return names[code];
   return "unknown";

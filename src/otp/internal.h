@@ -88,14 +88,14 @@ typedef struct rusm__sched rusm__sched;
 
 struct rusm_proc {
   /* --- line 0: written by senders --------------------------------- */
-  rusm__mailbox mbox;        /* producers' head */
-  _Atomic uint32_t refs;     /* 1 while alive + 1 per thread holding it */
-  _Atomic uint32_t flags;    /* RUSM__P_* */
-  _Atomic uint64_t msgs_in;  /* messages pushed, for mailbox_len */
-  rusm_pid_t pid;            /* written only while refs == 0 */
+  rusm__mailbox mbox;           /* producers' head */
+  _Atomic uint32_t refs;        /* 1 while alive + 1 per thread holding it */
+  _Atomic uint32_t flags;       /* RUSM__P_* */
+  _Atomic uint64_t msgs_in;     /* messages pushed, for mailbox_len */
+  rusm_pid_t pid;               /* written only while refs == 0 */
   _Atomic(rusm__sched *) sched; /* home scheduler (queues and timers) */
-  _Atomic uint8_t status;    /* rusm_proc_status, for introspection */
-  uint8_t body;              /* rusm__body_kind */
+  _Atomic uint8_t status;       /* rusm_proc_status, for introspection */
+  uint8_t body;                 /* rusm__body_kind */
 
   /* --- owner side: touched by the thread running the process ------- */
   _Alignas(RUSM__CACHELINE) rusm__mpsc_cons cons; /* consumer tail + stub */
@@ -108,11 +108,11 @@ struct rusm_proc {
   rusm_rt *rt;
   const rusm_body_ops *ops;
   void *state;
-  rusm__hook *hooks;           /* on_exit, LIFO */
-  rusm__reason_box *exit_box;  /* pending exit reason bytes (or NULL) */
-  rusm_exit_code exit_code;    /* valid when exit_pending */
+  rusm__hook *hooks;          /* on_exit, LIFO */
+  rusm__reason_box *exit_box; /* pending exit reason bytes (or NULL) */
+  rusm_exit_code exit_code;   /* valid when exit_pending */
   bool exit_pending;
-  _Atomic bool timer_armed;    /* mirror of timer.armed, for thieves */
+  _Atomic bool timer_armed; /* mirror of timer.armed, for thieves */
   uint32_t slot;
   uint32_t gen;
   rusm__timer timer; /* the receive timeout, on the home wheel */
@@ -154,20 +154,19 @@ typedef struct rusm__sched_counters {
 } rusm__sched_counters;
 
 /* Owner-thread increment: one writer, so load + store, no RMW. */
-#define RUSM__INC(field, n)                                                   \
-  atomic_store_explicit(&(field),                                             \
-                        atomic_load_explicit(&(field), memory_order_relaxed) + \
-                            (n),                                              \
-                        memory_order_relaxed)
+#define RUSM__INC(field, n)                                                    \
+  atomic_store_explicit(                                                       \
+      &(field), atomic_load_explicit(&(field), memory_order_relaxed) + (n),    \
+      memory_order_relaxed)
 
 struct rusm__sched {
   /* --- shared: run queue (locked) and sleep word --- */
   pthread_mutex_t lock;
   rusm_proc *q_head, *q_tail;
   _Atomic uint32_t q_len;
-  _Atomic uint32_t sleeping;   /* futex word: 1 while asleep */
-  _Atomic uint64_t picks;      /* progress counter, for thieves */
-  _Atomic uint32_t running;    /* 1 while running a process */
+  _Atomic uint32_t sleeping; /* futex word: 1 while asleep */
+  _Atomic uint64_t picks;    /* progress counter, for thieves */
+  _Atomic uint32_t running;  /* 1 while running a process */
 
   /* --- owner only --- */
   _Alignas(RUSM__CACHELINE) rusm_rt *rt;
@@ -180,7 +179,7 @@ struct rusm__sched {
   rusm__stack_pool stacks;
   rusm_proc *free_procs; /* cached free process structs */
   uint32_t free_count;
-  uint32_t steal_from;   /* next victim to look at */
+  uint32_t steal_from; /* next victim to look at */
   int64_t started_ns;
   rusm__sched_counters c;
 };
@@ -269,8 +268,7 @@ extern const rusm_body_ops rusm__stackful_ops;
 extern const rusm_body_ops rusm__attached_ops;
 
 static inline bool rusm__exited(const rusm_proc *p) {
-  return atomic_load_explicit(&p->flags, memory_order_acquire) &
-         RUSM__P_EXITED;
+  return atomic_load_explicit(&p->flags, memory_order_acquire) & RUSM__P_EXITED;
 }
 
 /* futex helpers (sched.c) */

@@ -52,8 +52,8 @@ static inline bool rusm__mbox_push(rusm__mailbox *mb, rusm__mpsc_node *n) {
   /* acq_rel: release publishes n's contents to the consumer; acquire pairs
    * with the consumer's park CAS so the scheduler fields it wrote before
    * parking are visible to us when we schedule it. */
-  uintptr_t prev = atomic_exchange_explicit(&mb->head, (uintptr_t)n,
-                                            memory_order_acq_rel);
+  uintptr_t prev =
+      atomic_exchange_explicit(&mb->head, (uintptr_t)n, memory_order_acq_rel);
   rusm__mpsc_node *pn = (rusm__mpsc_node *)(prev & ~RUSM__MARK);
   /* release: the consumer's acquire load of next sees n's contents. */
   atomic_store_explicit(&pn->next, n, memory_order_release);
@@ -63,7 +63,7 @@ static inline bool rusm__mbox_push(rusm__mailbox *mb, rusm__mpsc_node *n) {
 /* Pops the oldest node, or NULL when empty (or when a producer is midway
  * through a push: the caller retries later; parking then fails). */
 static inline rusm__mpsc_node *rusm__mbox_pop(rusm__mailbox *mb,
-                                               rusm__mpsc_cons *c) {
+                                              rusm__mpsc_cons *c) {
   rusm__mpsc_node *tail = c->tail;
   rusm__mpsc_node *next =
       atomic_load_explicit(&tail->next, memory_order_acquire);

@@ -8,14 +8,14 @@
 
 _Thread_local rusm__tls rusm__tl;
 
-#define COUNT(rt_, field, n)                                                  \
-  do {                                                                        \
-    rusm__sched *s_ = rusm__tl.sched;                                         \
-    rusm_rt *r_ = (rt_);                                                      \
-    if (s_ && s_->rt == r_)                                                   \
-      RUSM__INC(s_->c.field, (n));                                            \
-    else                                                                      \
-      atomic_fetch_add_explicit(&r_->ext.field, (n), memory_order_relaxed);   \
+#define COUNT(rt_, field, n)                                                   \
+  do {                                                                         \
+    rusm__sched *s_ = rusm__tl.sched;                                          \
+    rusm_rt *r_ = (rt_);                                                       \
+    if (s_ && s_->rt == r_)                                                    \
+      RUSM__INC(s_->c.field, (n));                                             \
+    else                                                                       \
+      atomic_fetch_add_explicit(&r_->ext.field, (n), memory_order_relaxed);    \
   } while (0)
 
 #define SEND_SAMPLE 64        /* sends between looks at a mailbox length */
@@ -113,8 +113,7 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
     return 0;
   }
   /* relaxed: an approximate length for introspection. */
-  uint64_t in = atomic_fetch_add_explicit(&p->msgs_in, 1,
-                                          memory_order_relaxed);
+  uint64_t in = atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
   if (rusm__mbox_push(&p->mbox, &m->node))
     rusm__schedule(p);
   if ((in & (SEND_SAMPLE - 1)) == 0) {
@@ -124,9 +123,8 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
      * msgs_out sits on the receiver's cache line. */
     uint64_t out = atomic_load_explicit(&p->msgs_out, memory_order_relaxed);
     if (in > out + SEND_PENALTY_FROM)
-      rusm__charge((uint32_t)((in - out) >> 2 > UINT16_MAX
-                                  ? UINT16_MAX
-                                  : (in - out) >> 2));
+      rusm__charge((uint32_t)((in - out) >> 2 > UINT16_MAX ? UINT16_MAX
+                                                           : (in - out) >> 2));
   }
   rusm__proc_unref(p);
   rusm_proc *cur = rusm__tl.cur;
@@ -291,8 +289,7 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
   rusm_rt *rt = p->rt;
   /* release: senders that see the flag drop their message instead. */
   atomic_fetch_or_explicit(&p->flags, RUSM__P_EXITED, memory_order_release);
-  atomic_store_explicit(&p->status, RUSM_STATUS_EXITING,
-                        memory_order_relaxed);
+  atomic_store_explicit(&p->status, RUSM_STATUS_EXITING, memory_order_relaxed);
   rusm__sched *s = atomic_load_explicit(&p->sched, memory_order_relaxed);
   if (p->timer.armed && s)
     rusm__wheel_cancel(&s->wheel, &p->timer);
@@ -372,15 +369,15 @@ int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out) {
   memset(out, 0, sizeof *out);
   out->pid = pid;
   out->kind = p->ops->kind;
-  out->status = (rusm_proc_status)atomic_load_explicit(&p->status,
-                                                       memory_order_relaxed);
+  out->status =
+      (rusm_proc_status)atomic_load_explicit(&p->status, memory_order_relaxed);
   rusm__sched *s = atomic_load_explicit(&p->sched, memory_order_relaxed);
   out->scheduler = s ? s->index : 0;
   uint64_t in = atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
   uint64_t taken = atomic_load_explicit(&p->msgs_out, memory_order_relaxed);
   out->mailbox_len = in > taken ? in - taken : 0;
-  out->messages_handled = atomic_load_explicit(&p->handled,
-                                               memory_order_relaxed);
+  out->messages_handled =
+      atomic_load_explicit(&p->handled, memory_order_relaxed);
   out->reductions = atomic_load_explicit(&p->reductions, memory_order_relaxed);
   rusm__proc_unref(p);
   return 0;

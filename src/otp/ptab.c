@@ -46,8 +46,8 @@ static int grow_locked(rusm_rt *rt) {
   uint32_t used = atomic_load_explicit(&rt->slots_used, memory_order_relaxed);
   if (used >= rt->table_len)
     return RUSM_ELIMIT;
-  uint32_t n = rt->table_len - used < RUSM__CHUNK ? rt->table_len - used
-                                                  : RUSM__CHUNK;
+  uint32_t n =
+      rt->table_len - used < RUSM__CHUNK ? rt->table_len - used : RUSM__CHUNK;
   if (rt->nchunks == rt->chunks_cap) {
     uint32_t cap = rt->chunks_cap ? rt->chunks_cap * 2 : 64;
     void **nc = rusm__alloc(cap * sizeof(void *));

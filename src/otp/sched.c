@@ -22,8 +22,8 @@
 
 #include "otp/internal.h"
 
-#define TICK_NS 1000000        /* timer wheel resolution: 1 ms */
-#define SPIN_NS 50000          /* idle spin before sleeping */
+#define TICK_NS 1000000 /* timer wheel resolution: 1 ms */
+#define SPIN_NS 50000   /* idle spin before sleeping */
 #define DEFAULT_BUDGET 2000
 #define DEFAULT_STACK (64 * 1024)
 #define STACK_CACHE 256
@@ -42,8 +42,8 @@ int rusm__futex_wait(_Atomic uint32_t *word, uint32_t expect,
     ts.tv_nsec = timeout_ns % 1000000000;
     tsp = &ts;
   }
-  long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expect,
-                   tsp, NULL, 0);
+  long r = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, expect, tsp,
+                   NULL, 0);
   return r == 0 ? 0 : -errno;
 }
 
@@ -81,8 +81,7 @@ static void wake_a_thief(rusm_rt *rt, rusm__sched *busy) {
 }
 
 void rusm__enqueue(rusm__sched *s, rusm_proc *p) {
-  atomic_store_explicit(&p->status, RUSM_STATUS_RUNNABLE,
-                        memory_order_relaxed);
+  atomic_store_explicit(&p->status, RUSM_STATUS_RUNNABLE, memory_order_relaxed);
   p->rq_next = NULL;
   pthread_mutex_lock(&s->lock);
   if (s->q_tail)
@@ -112,11 +111,9 @@ static rusm_proc *dequeue(rusm__sched *s) {
     s->q_head = p->rq_next;
     if (!s->q_head)
       s->q_tail = NULL;
-    atomic_store_explicit(&s->q_len,
-                          atomic_load_explicit(&s->q_len,
-                                               memory_order_relaxed) -
-                              1,
-                          memory_order_relaxed);
+    atomic_store_explicit(
+        &s->q_len, atomic_load_explicit(&s->q_len, memory_order_relaxed) - 1,
+        memory_order_relaxed);
   }
   pthread_mutex_unlock(&s->lock);
   if (p)
@@ -244,8 +241,7 @@ static rusm_proc *try_steal(rusm__sched *s, const uint64_t *seen_picks) {
 
 static void timer_fire(rusm__timer *t, void *ctx) {
   (void)ctx;
-  rusm_proc *p =
-      (rusm_proc *)((char *)t - offsetof(rusm_proc, timer));
+  rusm_proc *p = (rusm_proc *)((char *)t - offsetof(rusm_proc, timer));
   atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
   /* The process is parked (we own waking it), or queued on this very
    * scheduler: then it re-checks its deadline when it runs. */
@@ -353,8 +349,8 @@ static rusm_proc *idle(rusm__sched *s) {
   atomic_fetch_add_explicit(&rt->spinning, 1, memory_order_relaxed);
   rusm_proc *p = NULL;
   for (uint32_t spins = 0;; spins++) {
-    if (has_work(s) || atomic_load_explicit(&rt->stopping,
-                                            memory_order_relaxed))
+    if (has_work(s) ||
+        atomic_load_explicit(&rt->stopping, memory_order_relaxed))
       break;
     if ((p = try_steal(s, NULL)) != NULL)
       break;
@@ -463,7 +459,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
     rusm__free(rt, sizeof *rt);
     return RUSM_ENOMEM;
   }
-  rt->sched = rusm__calloc(rt->nsched, sizeof *rt->sched);
+  rt->sched = rusm__calloc(rt->nsched, sizeof(rusm__sched *));
   int err = rt->sched ? 0 : RUSM_ENOMEM;
   for (uint32_t i = 0; !err && i < rt->nsched; i++) {
     rusm__sched *s = rusm__alloc_aligned(RUSM__CACHELINE, sizeof *s);
@@ -497,7 +493,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
         pthread_mutex_destroy(&rt->sched[i]->lock);
         rusm__free(rt->sched[i], sizeof *rt->sched[i]);
       }
-    rusm__free(rt->sched, rt->nsched * sizeof *rt->sched);
+    rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
     rusm__ptab_destroy(rt);
     rusm__free(rt, sizeof *rt);
     return err;
@@ -600,7 +596,7 @@ void rusm_rt_destroy(rusm_rt *rt) {
     pthread_mutex_destroy(&s->lock);
     rusm__free(s, sizeof *s);
   }
-  rusm__free(rt->sched, rt->nsched * sizeof *rt->sched);
+  rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
   rusm__ptab_destroy(rt);
   rusm__free(rt, sizeof *rt);
 }
