@@ -23,10 +23,27 @@
 
 /* ---- messages and signals ------------------------------------------ */
 
+/* Node kinds. Exit payloads use the Exit message layout of otp.h (from,
+ * code, len, detail) and Down payloads the Down layout, so a signal that
+ * becomes a message (trapped exit, Down) is converted in place. */
 enum rusm__node_kind {
-  RUSM__N_MSG = 0,  /* a user (or system-tagged) message */
-  RUSM__N_EXIT = 1, /* exit signal: aux = rusm_exit_code, payload = detail */
+  RUSM__N_MSG = 0,       /* a message (user or system tag) */
+  RUSM__N_EXIT = 1,      /* exit/2 signal */
+  RUSM__N_LINK_EXIT = 2, /* a linked process exited */
+  RUSM__N_LINK = 3,      /* from wants a link */
+  RUSM__N_UNLINK = 4,    /* from removed its link */
+  RUSM__N_MONITOR = 5,   /* from monitors us with ref aux */
+  RUSM__N_DEMONITOR = 6, /* monitor aux removed */
+  RUSM__N_DOWN = 7,      /* a monitored process exited (ref aux) */
 };
+
+#include "otp/u64map.h"
+
+typedef struct rusm__links {
+  rusm__u64map links;   /* linked pid -> 1 */
+  rusm__u64map mon_out; /* ref -> monitored pid (monitors we hold) */
+  rusm__u64map mon_in;  /* ref -> watcher pid (monitors on us) */
+} rusm__links;
 
 enum { RUSM__M_BUF = 1 }; /* payload lives in m->buf */
 
@@ -112,6 +129,8 @@ struct rusm_proc {
   rusm__reason_box *exit_box; /* pending exit reason bytes (or NULL) */
   rusm_exit_code exit_code;   /* valid when exit_pending */
   bool exit_pending;
+  bool trap_exit;
+  rusm__links *lk;          /* links and monitors, allocated on first use */
   _Atomic bool timer_armed; /* mirror of timer.armed, for thieves */
   uint32_t slot;
   uint32_t gen;
@@ -164,9 +183,10 @@ struct rusm__sched {
   pthread_mutex_t lock;
   rusm_proc *q_head, *q_tail;
   _Atomic uint32_t q_len;
-  _Atomic uint32_t sleeping; /* futex word: 1 while asleep */
-  _Atomic uint64_t picks;    /* progress counter, for thieves */
-  _Atomic uint32_t running;  /* 1 while running a process */
+  _Atomic uint32_t sleeping;  /* futex word: 1 while asleep */
+  _Atomic uint64_t picks;     /* progress counter, for thieves */
+  _Atomic uint32_t running;   /* 1 while running a process */
+  _Atomic int64_t idle_since; /* start of the current idle spell, or 0 */
 
   /* --- owner only --- */
   _Alignas(RUSM__CACHELINE) rusm_rt *rt;
@@ -218,6 +238,7 @@ struct rusm_rt {
   _Atomic uint32_t live;     /* futex word: live processes */
   _Atomic uint32_t attached; /* live attached threads */
   _Atomic uint32_t idle_waiters;
+  _Atomic uint64_t next_ref; /* monitor refs */
   rusm__ext_counters ext;
 };
 
@@ -252,6 +273,20 @@ void rusm__charge(uint32_t n);
 rusm__reason_box *rusm__reason_copy(rusm_exit_code code, const uint8_t *data,
                                     uint32_t len);
 void rusm__reason_free(rusm__reason_box *b);
+
+void rusm__inner_append(rusm_proc *p, rusm_msg *m);
+void rusm__proc_free_unused(rusm_rt *rt, rusm_proc *p); /* never spawned */
+
+/* signal.c */
+rusm_msg *rusm__exit_node(uint8_t kind, rusm_pid_t from, rusm_exit_code code,
+                          const uint8_t *data, uint32_t len);
+/* Pushes node m to pid (consumed either way). 0 or RUSM_ENOPROC. */
+int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
+void rusm__act_on_signal(rusm_proc *p, rusm_msg *m);
+void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
+                           const uint8_t *data, uint32_t len);
+void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m);
+int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts);
 
 /* sched.c */
 void rusm__schedule(rusm_proc *p); /* p was parked: make it runnable */

@@ -30,6 +30,9 @@ void rusm_metrics_snapshot(rusm_rt *rt, rusm_metrics *out) {
       rusm_sched_metrics *m = &out->sched[i];
       m->total_ns = (uint64_t)(now - s->started_ns);
       uint64_t idle = LOAD(s->c.idle_ns);
+      int64_t since = LOAD(s->idle_since); /* an idle spell still going */
+      if (since > 0 && now > since)
+        idle += (uint64_t)(now - since);
       m->busy_ns = m->total_ns > idle ? m->total_ns - idle : 0;
       m->runs = LOAD(s->c.runs);
       m->steals = LOAD(s->c.steals);

@@ -22,7 +22,7 @@ rusm_msg *rusm__msg_new(uint8_t kind, uint64_t tag, const void *data,
   m->aux = 0;
   m->buf = NULL;
   m->data = m->inline_data;
-  if (len)
+  if (len && data) /* data NULL: the caller fills the payload */
     memcpy(m->inline_data, data, len);
   return m;
 }

@@ -55,6 +55,16 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
   atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
   memset(&p->timer, 0, sizeof p->timer);
   p->rq_next = NULL;
+  p->trap_exit = false;
+  p->lk = NULL;
+  if (opts && (opts->link || opts->monitor)) {
+    rusm_proc *cur = rusm__tl.cur;
+    int rc = !cur || cur->rt != rt ? RUSM_ECONTEXT : rusm__spawn_links(p, opts);
+    if (rc) {
+      rusm__proc_free_unused(rt, p);
+      return rc;
+    }
+  }
   if (out)
     *out = p->pid;
   COUNT(rt, spawned, 1);
@@ -152,72 +162,26 @@ int rusm_send_buf(rusm_rt *rt, rusm_pid_t to, uint64_t tag, rusm_buf *buf) {
   return deliver(rt, to, m);
 }
 
-/* An exit signal travels the mailbox like a message, so it keeps its order
- * with the sender's earlier messages, and acts when fetched. */
-static int send_exit(rusm_rt *rt, rusm_pid_t to, rusm_reason r) {
-  rusm_proc *p = rusm__proc_get(rt, to);
-  if (!p)
-    return RUSM_ENOPROC;
-  if (rusm__exited(p)) {
-    rusm__proc_unref(p);
-    return RUSM_ENOPROC;
-  }
-  rusm_msg *m = rusm__msg_new(RUSM__N_EXIT, 0, r.data, r.len);
-  if (!m) {
-    rusm__proc_unref(p);
-    return RUSM_ENOMEM;
-  }
-  m->aux = r.code;
-  if (rusm__mbox_push(&p->mbox, &m->node))
-    rusm__schedule(p);
-  rusm__proc_unref(p);
-  return 0;
-}
-
-int rusm_kill(rusm_rt *rt, rusm_pid_t pid) {
-  if (!rt)
-    return RUSM_EINVAL;
-  rusm__charge(1);
-  return send_exit(rt, pid, RUSM_REASON_KILL);
-}
-
 /* ---- receive -------------------------------------------------------- */
 
-static void act_on_signal(rusm_proc *p, rusm_msg *m) {
-  switch (m->kind) {
-  case RUSM__N_EXIT: {
-    rusm_exit_code code = (rusm_exit_code)m->aux;
-    if (code == RUSM_EXIT_KILL)
-      code = RUSM_EXIT_KILLED;
-    if (!p->exit_pending) {
-      p->exit_pending = true;
-      p->exit_code = code;
-      if (m->len)
-        p->exit_box = rusm__reason_copy(code, m->data, m->len);
-    }
-    break;
-  }
-  default:
-    break;
-  }
-  rusm__free_node(m);
+void rusm__inner_append(rusm_proc *p, rusm_msg *m) {
+  m->inner_next = NULL;
+  if (p->inner_tail)
+    p->inner_tail->inner_next = m;
+  else
+    p->inner_head = m;
+  p->inner_tail = m;
+  p->inner_len++;
 }
 
 bool rusm__drain(rusm_proc *p) {
   rusm__mpsc_node *n;
   while ((n = rusm__mbox_pop(&p->mbox, &p->cons)) != NULL) {
     rusm_msg *m = (rusm_msg *)n;
-    if (m->kind != RUSM__N_MSG) {
-      act_on_signal(p, m);
-      continue;
-    }
-    m->inner_next = NULL;
-    if (p->inner_tail)
-      p->inner_tail->inner_next = m;
+    if (m->kind != RUSM__N_MSG)
+      rusm__act_on_signal(p, m);
     else
-      p->inner_head = m;
-    p->inner_tail = m;
-    p->inner_len++;
+      rusm__inner_append(p, m);
   }
   return p->exit_pending;
 }
@@ -304,6 +268,35 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
   }
   if (p->ops->destroy)
     p->ops->destroy(p, p->state, &why);
+  /* Links and monitors learn of the exit after the process's resources
+   * are released (a restarted child can take its predecessor's port).
+   * Signals still queued are acted on first, so a link or monitor that
+   * arrived before death gets the real reason. */
+  rusm__mpsc_node *n;
+  while ((n = rusm__mbox_pop(&p->mbox, &p->cons)) != NULL) {
+    rusm_msg *m = (rusm_msg *)n;
+    switch (m->kind) {
+    case RUSM__N_MSG:
+      rusm__inner_append(p, m);
+      break;
+    case RUSM__N_LINK:
+    case RUSM__N_UNLINK:
+    case RUSM__N_MONITOR:
+    case RUSM__N_DEMONITOR:
+      rusm__act_on_signal(p, m);
+      break;
+    case RUSM__N_LINK_EXIT: /* that end is gone: no signal back to it */
+      if (p->lk)
+        rusm__map_del(&p->lk->links, m->from, NULL);
+      rusm__free_node(m);
+      break;
+    default:
+      rusm__free_node(m);
+      break;
+    }
+  }
+  rusm__signals_on_exit(p, code, why.data, why.len);
+  p->trap_exit = false;
 
   uint64_t dropped = 0;
   while (p->inner_head) {

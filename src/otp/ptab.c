@@ -177,9 +177,12 @@ static void final_free(rusm_proc *p) {
   uint64_t dropped = 0;
   while ((n = rusm__mbox_pop(&p->mbox, &p->cons)) != NULL) {
     rusm_msg *m = (rusm_msg *)n;
-    if (m->kind == RUSM__N_MSG)
+    if (m->kind == RUSM__N_MSG) {
       dropped++;
-    rusm__free_node(m);
+      rusm__free_node(m);
+    } else {
+      rusm__answer_dead(rt, p->pid, m);
+    }
   }
   if (dropped) {
     rusm__sched *s = rusm__tl.sched;
@@ -211,6 +214,11 @@ static void final_free(rusm_proc *p) {
     }
     return;
   }
+  put_global(rt, p, p, 1);
+}
+
+void rusm__proc_free_unused(rusm_rt *rt, rusm_proc *p) {
+  p->rq_next = NULL;
   put_global(rt, p, p, 1);
 }
 

@@ -339,6 +339,11 @@ static bool others_have_work(rusm__sched *s) {
   return false;
 }
 
+static void idle_end(rusm__sched *s, int64_t t0) {
+  RUSM__INC(s->c.idle_ns, (uint64_t)(rusm_now_ns() - t0));
+  atomic_store_explicit(&s->idle_since, 0, memory_order_relaxed);
+}
+
 /* Nothing to run: spin (stealing), then sleep until woken or a timer. */
 static rusm_proc *idle(rusm__sched *s) {
   rusm_rt *rt = s->rt;
@@ -346,6 +351,8 @@ static rusm_proc *idle(rusm__sched *s) {
   for (uint32_t i = 0; i < rt->nsched && i < RUSM_METRICS_MAX_SCHED; i++)
     seen[i] = atomic_load_explicit(&rt->sched[i]->picks, memory_order_relaxed);
   int64_t t0 = rusm_now_ns();
+  /* relaxed: read by metrics snapshots only */
+  atomic_store_explicit(&s->idle_since, t0, memory_order_relaxed);
   atomic_fetch_add_explicit(&rt->spinning, 1, memory_order_relaxed);
   rusm_proc *p = NULL;
   for (uint32_t spins = 0;; spins++) {
@@ -370,13 +377,13 @@ static rusm_proc *idle(rusm__sched *s) {
   atomic_fetch_sub_explicit(&rt->spinning, 1, memory_order_relaxed);
   if (p || has_work(s) ||
       atomic_load_explicit(&rt->stopping, memory_order_relaxed)) {
-    RUSM__INC(s->c.idle_ns, (uint64_t)(rusm_now_ns() - t0));
+    idle_end(s, t0);
     return p;
   }
   int64_t now = rusm_now_ns();
   int64_t next = rusm__wheel_next_ns(&s->wheel);
   if (next >= 0 && next <= now) {
-    RUSM__INC(s->c.idle_ns, (uint64_t)(now - t0));
+    idle_end(s, t0);
     return NULL;
   }
   /* seq_cst: see rusm__enqueue; we publish sleeping, then recheck. */
@@ -389,7 +396,7 @@ static rusm_proc *idle(rusm__sched *s) {
   }
   atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
   atomic_fetch_sub_explicit(&rt->sleepers, 1, memory_order_relaxed);
-  RUSM__INC(s->c.idle_ns, (uint64_t)(rusm_now_ns() - t0));
+  idle_end(s, t0);
   return NULL;
 }
 
@@ -547,9 +554,9 @@ static uint32_t kill_all(rusm_rt *rt) {
     if (!q)
       continue;
     if (!rusm__exited(q) && q->body != RUSM__B_ATTACHED) {
-      rusm_msg *m = rusm__msg_new(RUSM__N_EXIT, 0, NULL, 0);
+      rusm_msg *m =
+          rusm__exit_node(RUSM__N_EXIT, RUSM_PID_NONE, RUSM_EXIT_KILL, NULL, 0);
       if (m) {
-        m->aux = RUSM_EXIT_KILL;
         if (rusm__mbox_push(&q->mbox, &m->node))
           rusm__schedule(q);
         n++;

@@ -1,0 +1,444 @@
+/*
+ * signal.c — links, monitors and exit signals, with Erlang's semantics
+ * (docs/exit-signals.md; the table in DESIGN.md is the specification).
+ *
+ * Every signal travels the receiver's mailbox like a message, so signals
+ * and messages from one sender keep their order, and it acts when the
+ * receiver fetches it (rusm__drain). Link and monitor tables are private
+ * to their process: each side updates its own table when it acts on the
+ * signal, so no locks are needed. Signals that reach a process after it
+ * died are answered by the last holder of its struct (rusm__answer_dead):
+ * a link gets Exit noproc, a monitor gets Down noproc.
+ */
+#include <string.h>
+
+#include "otp/internal.h"
+
+/* ---- encoding -------------------------------------------------------- */
+
+typedef struct exit_hdr {
+  rusm_pid_t from;
+  int32_t code;
+  uint32_t len;
+} exit_hdr;
+
+typedef struct down_hdr {
+  rusm_ref ref;
+  rusm_pid_t pid;
+  int32_t code;
+  uint32_t len;
+} down_hdr;
+
+_Static_assert(sizeof(exit_hdr) == RUSM_EXIT_PAYLOAD_HDR, "exit layout");
+_Static_assert(sizeof(down_hdr) == RUSM_DOWN_PAYLOAD_HDR, "down layout");
+
+rusm_msg *rusm__exit_node(uint8_t kind, rusm_pid_t from, rusm_exit_code code,
+                          const uint8_t *data, uint32_t len) {
+  rusm_msg *m = rusm__msg_new(kind, 0, NULL, sizeof(exit_hdr) + len);
+  if (!m)
+    return NULL;
+  exit_hdr h = {from, (int32_t)code, len};
+  memcpy(m->inline_data, &h, sizeof h);
+  if (len)
+    memcpy(m->inline_data + sizeof h, data, len);
+  m->from = from;
+  m->aux = code;
+  return m;
+}
+
+static rusm_msg *down_node(rusm_ref ref, rusm_pid_t pid, rusm_exit_code code,
+                           const uint8_t *data, uint32_t len) {
+  rusm_msg *m = rusm__msg_new(RUSM__N_DOWN, 0, NULL, sizeof(down_hdr) + len);
+  if (!m)
+    return NULL;
+  down_hdr h = {ref, pid, (int32_t)code, len};
+  memcpy(m->inline_data, &h, sizeof h);
+  if (len)
+    memcpy(m->inline_data + sizeof h, data, len);
+  m->from = pid;
+  m->aux = (int64_t)ref;
+  return m;
+}
+
+static rusm_msg *plain_node(uint8_t kind, rusm_pid_t from, uint64_t aux) {
+  rusm_msg *m = rusm__msg_new(kind, 0, NULL, 0);
+  if (m) {
+    m->from = from;
+    m->aux = (int64_t)aux;
+  }
+  return m;
+}
+
+int rusm_msg_exit(const rusm_msg *m, rusm_exit_info *out) {
+  exit_hdr h;
+  if (!m || !out || m->tag != RUSM_TAG_EXIT || m->len < sizeof h)
+    return RUSM_EINVAL;
+  memcpy(&h, m->data, sizeof h);
+  if (h.len > m->len - sizeof h)
+    return RUSM_EINVAL;
+  out->from = h.from;
+  out->reason.code = (rusm_exit_code)h.code;
+  out->reason.len = h.len;
+  out->reason.data = h.len ? m->data + sizeof h : NULL;
+  return 0;
+}
+
+int rusm_msg_down(const rusm_msg *m, rusm_down_info *out) {
+  down_hdr h;
+  if (!m || !out || m->tag != RUSM_TAG_DOWN || m->len < sizeof h)
+    return RUSM_EINVAL;
+  memcpy(&h, m->data, sizeof h);
+  if (h.len > m->len - sizeof h)
+    return RUSM_EINVAL;
+  out->ref = h.ref;
+  out->pid = h.pid;
+  out->reason.code = (rusm_exit_code)h.code;
+  out->reason.len = h.len;
+  out->reason.data = h.len ? m->data + sizeof h : NULL;
+  return 0;
+}
+
+/* ---- delivery -------------------------------------------------------- */
+
+int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  rusm_proc *p = rusm__proc_get(rt, to);
+  if (!p) {
+    rusm__free_node(m);
+    return RUSM_ENOPROC;
+  }
+  int rc = 0;
+  if (rusm__exited(p)) {
+    rusm__free_node(m);
+    rc = RUSM_ENOPROC;
+  } else if (rusm__mbox_push(&p->mbox, &m->node)) {
+    rusm__schedule(p);
+  }
+  rusm__proc_unref(p);
+  return rc;
+}
+
+/* The process's own tables, allocated on first use. */
+static rusm__links *tables(rusm_proc *p) {
+  if (!p->lk) {
+    p->lk = rusm__calloc(1, sizeof *p->lk);
+  }
+  return p->lk;
+}
+
+/* Turns a signal node into a message at the end of the inner list. */
+static void to_message(rusm_proc *p, rusm_msg *m, uint64_t tag) {
+  m->kind = RUSM__N_MSG;
+  m->tag = tag;
+  atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
+  rusm__inner_append(p, m);
+}
+
+static void set_exit(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
+                     uint32_t len) {
+  if (p->exit_pending)
+    return;
+  p->exit_pending = true;
+  p->exit_code = code;
+  if (len)
+    p->exit_box = rusm__reason_copy(code, data, len);
+}
+
+/* An exit signal: from exit/2 (linked == false) or a link (true). */
+static void exit_signal(rusm_proc *p, rusm_msg *m, bool linked) {
+  exit_hdr h;
+  memcpy(&h, m->data, sizeof h);
+  const uint8_t *detail = m->data + sizeof h;
+  rusm_exit_code code = (rusm_exit_code)h.code;
+  if (linked) {
+    if (!p->lk || !rusm__map_del(&p->lk->links, h.from, NULL)) {
+      rusm__free_node(m); /* unlinked meanwhile: no effect */
+      return;
+    }
+  } else if (code == RUSM_EXIT_KILL) {
+    set_exit(p, RUSM_EXIT_KILLED, NULL, 0); /* untrappable */
+    rusm__free_node(m);
+    return;
+  }
+  if (p->trap_exit) {
+    to_message(p, m, RUSM_TAG_EXIT);
+    return;
+  }
+  if (code == RUSM_EXIT_NORMAL) {
+    /* ignored, except exit(self(), normal) */
+    if (!linked && h.from == p->pid)
+      set_exit(p, RUSM_EXIT_NORMAL, NULL, 0);
+  } else {
+    set_exit(p, code, detail, h.len);
+  }
+  rusm__free_node(m);
+}
+
+void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
+  rusm__links *lk;
+  uint64_t ref = (uint64_t)m->aux;
+  switch (m->kind) {
+  case RUSM__N_EXIT:
+    exit_signal(p, m, false);
+    return;
+  case RUSM__N_LINK_EXIT:
+    exit_signal(p, m, true);
+    return;
+  case RUSM__N_LINK:
+    if ((lk = tables(p)) == NULL || rusm__map_put(&lk->links, m->from, 1) < 0)
+      set_exit(p, RUSM_EXIT_CUSTOM, (const uint8_t *)"enomem", 6);
+    break;
+  case RUSM__N_UNLINK:
+    if (p->lk)
+      rusm__map_del(&p->lk->links, m->from, NULL);
+    break;
+  case RUSM__N_MONITOR:
+    if ((lk = tables(p)) == NULL ||
+        rusm__map_put(&lk->mon_in, ref, m->from) < 0)
+      set_exit(p, RUSM_EXIT_CUSTOM, (const uint8_t *)"enomem", 6);
+    break;
+  case RUSM__N_DEMONITOR:
+    if (p->lk)
+      rusm__map_del(&p->lk->mon_in, ref, NULL);
+    break;
+  case RUSM__N_DOWN:
+    /* Delivered only while the monitor is ours: after demonitor no Down. */
+    if (p->lk && rusm__map_del(&p->lk->mon_out, ref, NULL)) {
+      to_message(p, m, RUSM_TAG_DOWN);
+      return;
+    }
+    break;
+  default:
+    break;
+  }
+  rusm__free_node(m);
+}
+
+/* On the reaping path, after the process's resources are released. */
+void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
+                           const uint8_t *data, uint32_t len) {
+  rusm__links *lk = p->lk;
+  if (!lk)
+    return;
+  rusm_rt *rt = p->rt;
+  for (uint32_t i = 0; i < lk->links.cap; i++) {
+    rusm__kv *kv = &lk->links.slots[i];
+    if (!kv->key)
+      continue;
+    rusm_msg *m = rusm__exit_node(RUSM__N_LINK_EXIT, p->pid, code, data, len);
+    if (m)
+      rusm__push_signal(rt, kv->key, m);
+  }
+  for (uint32_t i = 0; i < lk->mon_in.cap; i++) {
+    rusm__kv *kv = &lk->mon_in.slots[i];
+    if (!kv->key)
+      continue;
+    rusm_msg *m = down_node(kv->key, p->pid, code, data, len);
+    if (m)
+      rusm__push_signal(rt, kv->val, m);
+  }
+  for (uint32_t i = 0; i < lk->mon_out.cap; i++) {
+    rusm__kv *kv = &lk->mon_out.slots[i];
+    if (!kv->key)
+      continue;
+    rusm_msg *m = plain_node(RUSM__N_DEMONITOR, p->pid, kv->key);
+    if (m)
+      rusm__push_signal(rt, kv->val, m);
+  }
+  rusm__map_free(&lk->links);
+  rusm__map_free(&lk->mon_out);
+  rusm__map_free(&lk->mon_in);
+  rusm__free(lk, sizeof *lk);
+  p->lk = NULL;
+}
+
+/* A signal that reached `dead` after it was reaped. */
+void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m) {
+  rusm_msg *r = NULL;
+  rusm_pid_t to = m->from;
+  if (m->kind == RUSM__N_LINK)
+    r = rusm__exit_node(RUSM__N_LINK_EXIT, dead, RUSM_EXIT_NOPROC, NULL, 0);
+  else if (m->kind == RUSM__N_MONITOR)
+    r = down_node((rusm_ref)m->aux, dead, RUSM_EXIT_NOPROC, NULL, 0);
+  rusm__free_node(m);
+  if (r)
+    rusm__push_signal(rt, to, r);
+}
+
+/* ---- API ------------------------------------------------------------- */
+
+static bool is_self(const rusm_proc *self) {
+  return self && self == rusm__tl.cur && !rusm__exited(self);
+}
+
+static rusm_ref new_ref(rusm_rt *rt) {
+  /* relaxed: uniqueness is all a ref needs */
+  uint64_t n =
+      atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed) + 1;
+  return ((uint64_t)rt->opts.node_id << 52) | (n & ((UINT64_C(1) << 52) - 1));
+}
+
+int rusm_link(rusm_proc *self, rusm_pid_t pid) {
+  if (!is_self(self))
+    return self ? RUSM_ECONTEXT : RUSM_EINVAL;
+  if (pid == self->pid)
+    return 0;
+  rusm__links *lk = tables(self);
+  if (!lk || rusm__map_reserve(&lk->links, 1) != 0)
+    return RUSM_ENOMEM;
+  rusm__charge(1);
+  if (rusm__map_get(&lk->links, pid, NULL))
+    return 0; /* idempotent */
+  rusm_msg *m = plain_node(RUSM__N_LINK, self->pid, 0);
+  if (!m)
+    return RUSM_ENOMEM;
+  if (rusm__push_signal(self->rt, pid, m) != 0) {
+    if (self->trap_exit) {
+      rusm_msg *e =
+          rusm__exit_node(RUSM__N_MSG, pid, RUSM_EXIT_NOPROC, NULL, 0);
+      if (e) {
+        e->tag = RUSM_TAG_EXIT;
+        atomic_fetch_add_explicit(&self->msgs_in, 1, memory_order_relaxed);
+        rusm__inner_append(self, e);
+      }
+    }
+    return RUSM_ENOPROC;
+  }
+  rusm__map_put(&lk->links, pid, 1);
+  return 0;
+}
+
+int rusm_unlink(rusm_proc *self, rusm_pid_t pid) {
+  if (!is_self(self))
+    return self ? RUSM_ECONTEXT : RUSM_EINVAL;
+  rusm__charge(1);
+  if (!self->lk || !rusm__map_del(&self->lk->links, pid, NULL))
+    return 0;
+  rusm_msg *m = plain_node(RUSM__N_UNLINK, self->pid, 0);
+  if (m)
+    rusm__push_signal(self->rt, pid, m);
+  return 0;
+}
+
+bool rusm_trap_exit(rusm_proc *self, bool on) {
+  if (!is_self(self))
+    return false;
+  bool old = self->trap_exit;
+  self->trap_exit = on;
+  return old;
+}
+
+int rusm_monitor(rusm_proc *self, rusm_pid_t pid, rusm_ref *out) {
+  if (!is_self(self) || !out)
+    return self && out ? RUSM_ECONTEXT : RUSM_EINVAL;
+  rusm__links *lk = tables(self);
+  if (!lk || rusm__map_reserve(&lk->mon_out, 1) != 0)
+    return RUSM_ENOMEM;
+  rusm__charge(1);
+  rusm_ref ref = new_ref(self->rt);
+  rusm_msg *m = plain_node(RUSM__N_MONITOR, self->pid, ref);
+  if (!m)
+    return RUSM_ENOMEM;
+  rusm__map_put(&lk->mon_out, ref, pid);
+  if (rusm__push_signal(self->rt, pid, m) != 0) {
+    /* already dead: Down noproc through our own mailbox, like any Down */
+    rusm_msg *d = down_node(ref, pid, RUSM_EXIT_NOPROC, NULL, 0);
+    if (!d) {
+      rusm__map_del(&lk->mon_out, ref, NULL);
+      return RUSM_ENOMEM;
+    }
+    rusm__mbox_push(&self->mbox, &d->node);
+  }
+  *out = ref;
+  return 0;
+}
+
+int rusm_demonitor(rusm_proc *self, rusm_ref ref, unsigned flags) {
+  if (!is_self(self))
+    return self ? RUSM_ECONTEXT : RUSM_EINVAL;
+  rusm__charge(1);
+  uint64_t target;
+  int active = 0;
+  if (self->lk && rusm__map_del(&self->lk->mon_out, ref, &target)) {
+    active = 1;
+    rusm_msg *m = plain_node(RUSM__N_DEMONITOR, self->pid, ref);
+    if (m)
+      rusm__push_signal(self->rt, target, m);
+  }
+  if (flags & RUSM_DEMONITOR_FLUSH) {
+    rusm__drain(self);
+    rusm_msg *prev = NULL, *m = self->inner_head;
+    while (m) {
+      rusm_msg *next = m->inner_next;
+      rusm_down_info d;
+      if (m->tag == RUSM_TAG_DOWN && rusm_msg_down(m, &d) == 0 &&
+          d.ref == ref) {
+        if (prev)
+          prev->inner_next = next;
+        else
+          self->inner_head = next;
+        if (self->inner_tail == m)
+          self->inner_tail = prev;
+        self->inner_len--;
+        atomic_fetch_add_explicit(&self->msgs_out, 1, memory_order_relaxed);
+        rusm__free_node(m);
+      } else {
+        prev = m;
+      }
+      m = next;
+    }
+  }
+  return active;
+}
+
+int rusm_exit(rusm_rt *rt, rusm_pid_t pid, rusm_reason reason) {
+  if (!rt || (unsigned)reason.code >= RUSM_EXIT__COUNT ||
+      (reason.len && !reason.data))
+    return RUSM_EINVAL;
+  rusm__charge(1);
+  rusm_pid_t from = rusm__tl.cur ? rusm__tl.cur->pid : RUSM_PID_NONE;
+  rusm_msg *m =
+      rusm__exit_node(RUSM__N_EXIT, from, reason.code, reason.data, reason.len);
+  if (!m)
+    return RUSM_ENOMEM;
+  return rusm__push_signal(rt, pid, m);
+}
+
+int rusm_kill(rusm_rt *rt, rusm_pid_t pid) {
+  return rusm_exit(rt, pid, RUSM_REASON_KILL);
+}
+
+/* Sets up spawn_link / spawn_monitor on a child not yet published. */
+int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts) {
+  rusm_proc *self = rusm__tl.cur;
+  rusm__links *mine = tables(self);
+  child->lk = rusm__calloc(1, sizeof *child->lk);
+  if (!mine || !child->lk)
+    goto nomem;
+  if (opts->link && (rusm__map_reserve(&mine->links, 1) != 0 ||
+                     rusm__map_reserve(&child->lk->links, 1) != 0))
+    goto nomem;
+  if (opts->monitor && (rusm__map_reserve(&mine->mon_out, 1) != 0 ||
+                        rusm__map_reserve(&child->lk->mon_in, 1) != 0))
+    goto nomem;
+  /* reserved: the puts below cannot fail */
+  if (opts->link) {
+    rusm__map_put(&mine->links, child->pid, 1);
+    rusm__map_put(&child->lk->links, self->pid, 1);
+  }
+  if (opts->monitor) {
+    rusm_ref ref = new_ref(self->rt);
+    rusm__map_put(&mine->mon_out, ref, child->pid);
+    rusm__map_put(&child->lk->mon_in, ref, self->pid);
+    if (opts->monitor_ref)
+      *opts->monitor_ref = ref;
+  }
+  return 0;
+nomem:
+  if (child->lk) {
+    rusm__map_free(&child->lk->links);
+    rusm__map_free(&child->lk->mon_in);
+    rusm__free(child->lk, sizeof *child->lk);
+    child->lk = NULL;
+  }
+  return RUSM_ENOMEM;
+}
