@@ -1,0 +1,85 @@
+/*
+ * bench_int.h — internals shared by the harness and the scenario files.
+ */
+#ifndef RUSM_BENCH_INT_H
+#define RUSM_BENCH_INT_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rusm/bench.h"
+
+/* The scenarios (one file each), listed in registry.c. */
+extern const rusm_bench_scenario rusm__bench_spawn_storm;
+extern const rusm_bench_scenario rusm__bench_ping_pong;
+extern const rusm_bench_scenario rusm__bench_fan_in;
+extern const rusm_bench_scenario rusm__bench_idle_memory;
+extern const rusm_bench_scenario rusm__bench_idle_memory_stackful;
+
+/* Tags the scenarios use among themselves (user range: top bit clear). */
+#define RUSM__BENCH_TAG_DONE UINT64_C(0x62656e6300000001)
+#define RUSM__BENCH_TAG_MORE UINT64_C(0x62656e6300000002)
+#define RUSM__BENCH_TAG_WORK UINT64_C(0x62656e6300000003)
+#define RUSM__BENCH_TAG_REPLY UINT64_C(0x62656e6300000004)
+#define RUSM__BENCH_TAG_STOP UINT64_C(0x62656e6300000005)
+
+/*
+ * The calling (non-scheduler) thread attached as a process, so that it can
+ * wait for a scenario's "done" message. It only ever waits outside or at
+ * the very end of a timed region: the measured loops run between
+ * processes.
+ */
+typedef struct rusm__bench_waiter {
+  rusm_proc *self;
+  rusm_pid_t pid;
+} rusm__bench_waiter;
+
+int rusm__bench_attach(rusm_rt *rt, rusm__bench_waiter *w);
+/* Receives one message tagged tag (RUSM_BENCH_WAIT_MS as a failure guard)
+ * and returns the int32 status carried in its payload (0 when empty), or
+ * RUSM_ETIMEDOUT / RUSM_ESHUTDOWN. */
+int rusm__bench_await(rusm__bench_waiter *w, uint64_t tag);
+void rusm__bench_detach(rusm__bench_waiter *w);
+/* Sends tag with an int32 status payload (what rusm__bench_await reads). */
+int rusm__bench_send_status(rusm_rt *rt, rusm_pid_t to, uint64_t tag,
+                            int32_t status);
+
+/*
+ * A start gate for baseline threads: they block in wait() until open(), so
+ * thread creation stays out of the timed region.
+ */
+typedef struct rusm__bench_gate {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  bool open;
+} rusm__bench_gate;
+
+void rusm__bench_gate_init(rusm__bench_gate *g);
+void rusm__bench_gate_wait(rusm__bench_gate *g);
+void rusm__bench_gate_open(rusm__bench_gate *g);
+void rusm__bench_gate_destroy(rusm__bench_gate *g);
+
+/*
+ * A bounded string builder with snprintf's contract: len counts what would
+ * have been written, buf stays NUL-terminated within cap.
+ */
+typedef struct rusm__sb {
+  char *buf;
+  size_t cap;
+  size_t len;
+} rusm__sb;
+
+void rusm__sb_init(rusm__sb *sb, char *buf, size_t cap);
+void rusm__sb_printf(rusm__sb *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* `"key":value` with a leading comma unless first; non-finite values are
+ * written as 0 so the output stays valid JSON. */
+void rusm__sb_json_num(rusm__sb *sb, bool first, const char *key, double v,
+                       const char *fmt);
+/* A short human figure: 1.23M, 456.7k, 12. */
+const char *rusm__bench_human(double v, char *buf, size_t len);
+
+#endif /* RUSM_BENCH_INT_H */
