@@ -38,7 +38,8 @@ enum {
   RUSM_ECONTEXT = -7,  /* called outside the process context it needs */
   RUSM_ESYS = -8,      /* an OS call failed (errno kept where useful) */
   RUSM_EEXIST = -9,    /* already exists (names, attachments) */
-  RUSM_ENOTFOUND = -10 /* no such name / entry */
+  RUSM_ENOTFOUND = -10, /* no such name / entry */
+  RUSM_EBUSY = -11      /* in use (a process that already has a name) */
 };
 
 /* A static, human-readable string for an error code (never NULL). */
@@ -489,6 +490,36 @@ int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out);
 
 /* Number of live processes (attached threads included). */
 uint64_t rusm_process_count(rusm_rt *rt);
+
+/* ------------------------------------------------------------------ */
+/* Registry: local names for processes                                 */
+/* ------------------------------------------------------------------ */
+
+#define RUSM_NAME_MAX 255 /* bytes, not counting the NUL */
+
+/* Registers name (copied; 1..RUSM_NAME_MAX bytes) for pid. One name per
+ * process, one process per name. RUSM_EEXIST: name taken; RUSM_EBUSY: pid
+ * already has a name; RUSM_ENOPROC: pid is dead; RUSM_EINVAL: bad name.
+ * The name is released when the process exits (any reason). */
+int rusm_register(rusm_rt *rt, const char *name, rusm_pid_t pid);
+/* RUSM_ENOTFOUND when the name is not registered. */
+int rusm_unregister(rusm_rt *rt, const char *name);
+/* The pid registered under name, or RUSM_PID_NONE. */
+rusm_pid_t rusm_whereis(rusm_rt *rt, const char *name);
+/* rusm_send to a name; RUSM_ENOTFOUND for an unknown name. */
+int rusm_send_named(rusm_rt *rt, const char *name, uint64_t tag,
+                    const void *data, size_t len);
+/* The name of pid copied into buf (NUL-terminated, truncated to len);
+ * returns its length, or RUSM_ENOTFOUND when pid has no name. */
+int rusm_name_of(rusm_rt *rt, rusm_pid_t pid, char *buf, size_t len);
+
+typedef struct rusm_reg_entry {
+  char name[RUSM_NAME_MAX + 1];
+  rusm_pid_t pid;
+} rusm_reg_entry;
+/* Copies up to cap entries (any order) into out; returns the total number
+ * of names registered (which may exceed cap). */
+int rusm_registered(rusm_rt *rt, rusm_reg_entry *out, size_t cap);
 
 /* ------------------------------------------------------------------ */
 /* Supervisors (OTP's supervisor, see docs/supervisors.md)             */

@@ -22,6 +22,7 @@ static const err_entry k_errs[] = {
     {RUSM_ESYS, "RUSM_ESYS", "system call failed"},
     {RUSM_EEXIST, "RUSM_EEXIST", "already exists"},
     {RUSM_ENOTFOUND, "RUSM_ENOTFOUND", "not found"},
+    {RUSM_EBUSY, "RUSM_EBUSY", "resource busy"},
 };
 
 static const err_entry *find(int err) {

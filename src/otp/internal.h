@@ -131,6 +131,7 @@ struct rusm_proc {
   bool exit_pending;
   bool trap_exit;
   rusm__links *lk;          /* links and monitors, allocated on first use */
+  char *_Atomic reg_name;   /* registered name (the registry's copy) */
   _Atomic bool timer_armed; /* mirror of timer.armed, for thieves */
   uint32_t slot;
   uint32_t gen;
@@ -239,6 +240,7 @@ struct rusm_rt {
   _Atomic uint32_t attached; /* live attached threads */
   _Atomic uint32_t idle_waiters;
   _Atomic uint64_t next_ref; /* monitor refs */
+  struct rusm__registry *reg;
   rusm__ext_counters ext;
 };
 
@@ -287,6 +289,11 @@ void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
                            const uint8_t *data, uint32_t len);
 void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m);
 int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts);
+
+/* registry.c */
+int rusm__registry_init(rusm_rt *rt);
+void rusm__registry_destroy(rusm_rt *rt);
+void rusm__registry_release(rusm_proc *p); /* on the reaping path */
 
 /* sched.c */
 void rusm__schedule(rusm_proc *p); /* p was parked: make it runnable */

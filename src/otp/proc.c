@@ -57,6 +57,7 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
   p->rq_next = NULL;
   p->trap_exit = false;
   p->lk = NULL;
+  atomic_store_explicit(&p->reg_name, NULL, memory_order_relaxed);
   if (opts && (opts->link || opts->monitor)) {
     rusm_proc *cur = rusm__tl.cur;
     int rc = !cur || cur->rt != rt ? RUSM_ECONTEXT : rusm__spawn_links(p, opts);
@@ -251,14 +252,17 @@ int rusm_on_exit(rusm_proc *self, void (*fn)(void *arg), void *arg) {
 void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
                      uint32_t len) {
   rusm_rt *rt = p->rt;
-  /* release: senders that see the flag drop their message instead. */
-  atomic_fetch_or_explicit(&p->flags, RUSM__P_EXITED, memory_order_release);
+  /* seq_cst: senders that see the flag drop their message instead; and
+   * the Dekker pair with rusm_register (flag here, then the name). */
+  atomic_fetch_or_explicit(&p->flags, RUSM__P_EXITED, memory_order_seq_cst);
   atomic_store_explicit(&p->status, RUSM_STATUS_EXITING, memory_order_relaxed);
   rusm__sched *s = atomic_load_explicit(&p->sched, memory_order_relaxed);
   if (p->timer.armed && s)
     rusm__wheel_cancel(&s->wheel, &p->timer);
   atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
 
+  if (atomic_load_explicit(&p->reg_name, memory_order_seq_cst))
+    rusm__registry_release(p);
   rusm_reason why = {code, len, len ? data : NULL};
   while (p->hooks) {
     rusm__hook *h = p->hooks;

@@ -466,6 +466,11 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
     rusm__free(rt, sizeof *rt);
     return RUSM_ENOMEM;
   }
+  if (rusm__registry_init(rt) != 0) {
+    rusm__ptab_destroy(rt);
+    rusm__free(rt, sizeof *rt);
+    return RUSM_ENOMEM;
+  }
   rt->sched = rusm__calloc(rt->nsched, sizeof(rusm__sched *));
   int err = rt->sched ? 0 : RUSM_ENOMEM;
   for (uint32_t i = 0; !err && i < rt->nsched; i++) {
@@ -501,6 +506,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
         rusm__free(rt->sched[i], sizeof *rt->sched[i]);
       }
     rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
+    rusm__registry_destroy(rt);
     rusm__ptab_destroy(rt);
     rusm__free(rt, sizeof *rt);
     return err;
@@ -604,6 +610,7 @@ void rusm_rt_destroy(rusm_rt *rt) {
     rusm__free(s, sizeof *s);
   }
   rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
+  rusm__registry_destroy(rt);
   rusm__ptab_destroy(rt);
   rusm__free(rt, sizeof *rt);
 }
