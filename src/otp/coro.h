@@ -29,12 +29,16 @@ typedef struct rusm__stack_pool {
   rusm__stack *cache; /* cached stacks, all of size `size` */
   size_t count, cap;
   size_t size;     /* usable size of cached stacks */
-  uint64_t mapped; /* stacks currently mapped (in use + cached) */
+  /* stacks this pool mapped minus those it unmapped. A stack may be put
+   * back into another scheduler's pool (its process migrated), so only
+   * the sum over all pools is meaningful: 0 once every pool is
+   * destroyed, which rusm_rt_destroy asserts. */
+  int64_t mapped;
 } rusm__stack_pool;
 
 /* cap: how many free stacks to keep mapped for reuse. */
 int rusm__stack_pool_init(rusm__stack_pool *p, size_t stack_size, size_t cap);
-/* Unmaps every cached stack. Stacks in use must have been put back. */
+/* Unmaps every cached stack (and counts them unmapped). */
 void rusm__stack_pool_destroy(rusm__stack_pool *p);
 /* A stack of at least `size` usable bytes (rounded up to pages). Reuses a
  * cached one when sizes match. Returns 0 or RUSM_ENOMEM (mmap failed,

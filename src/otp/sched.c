@@ -11,6 +11,7 @@
  * a scheduler stuck in a long run), then sleeps on a futex until work or
  * its next timer. See docs/internals/process-core.md.
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -603,12 +604,16 @@ void rusm_rt_destroy(rusm_rt *rt) {
   }
   for (uint32_t i = 0; i < rt->nsched; i++)
     pthread_join(rt->sched[i]->thread, NULL);
+  int64_t stacks_left = 0;
   for (uint32_t i = 0; i < rt->nsched; i++) {
     rusm__sched *s = rt->sched[i];
     rusm__stack_pool_destroy(&s->stacks);
+    stacks_left += s->stacks.mapped;
     pthread_mutex_destroy(&s->lock);
     rusm__free(s, sizeof *s);
   }
+  assert(stacks_left == 0 && "stackful stacks leaked");
+  (void)stacks_left;
   rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
   rusm__registry_destroy(rt);
   rusm__ptab_destroy(rt);
