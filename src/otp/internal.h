@@ -35,6 +35,7 @@ enum rusm__node_kind {
   RUSM__N_MONITOR = 5,   /* from monitors us with ref aux */
   RUSM__N_DEMONITOR = 6, /* monitor aux removed */
   RUSM__N_DOWN = 7,      /* a monitored process exited (ref aux) */
+  RUSM__N_CALL = 8,      /* run a function in the process (rusm__push_call) */
 };
 
 #include "otp/u64map.h"
@@ -241,6 +242,8 @@ struct rusm_rt {
   _Atomic uint32_t idle_waiters;
   _Atomic uint64_t next_ref; /* monitor refs */
   struct rusm__registry *reg;
+  pthread_mutex_t mod_lock;
+  struct rusm__module *modules;
   rusm__ext_counters ext;
 };
 
@@ -289,6 +292,27 @@ void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
                            const uint8_t *data, uint32_t len);
 void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m);
 int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts);
+
+/* A function run by the thread that runs process p, when p fetches the
+ * node (in order with p's other signals and messages), with dead == false;
+ * or with dead == true (p == NULL) when p exited first, so ctx can be
+ * released. For runtime modules built on the core (TCP, timers ...). */
+typedef void (*rusm__call_fn)(rusm_proc *p, void *ctx, bool dead);
+/* 0, RUSM_ENOMEM, or RUSM_ENOPROC (then fn was already called with
+ * dead == true). Callable from any thread. */
+int rusm__push_call(rusm_rt *rt, rusm_pid_t to, rusm__call_fn fn, void *ctx);
+/* rusm_send without the user-tag check: for runtime modules' messages. */
+int rusm__send_sys(rusm_rt *rt, rusm_pid_t to, uint64_t tag, const void *data,
+                   size_t len);
+
+/* An optional runtime module that lives as long as the runtime (the I/O
+ * poller ...). Registered once; its stop runs in rusm_rt_destroy after
+ * every process exited and before the schedulers stop. */
+typedef struct rusm__module {
+  struct rusm__module *next;
+  void (*stop)(rusm_rt *rt, struct rusm__module *m);
+} rusm__module;
+void rusm__module_add(rusm_rt *rt, rusm__module *m);
 
 /* registry.c */
 int rusm__registry_init(rusm_rt *rt);

@@ -154,6 +154,16 @@ int rusm_send(rusm_rt *rt, rusm_pid_t to, uint64_t tag, const void *data,
   return deliver(rt, to, m);
 }
 
+int rusm__send_sys(rusm_rt *rt, rusm_pid_t to, uint64_t tag, const void *data,
+                   size_t len) {
+  if (!rt || len > UINT32_MAX || (len && !data))
+    return RUSM_EINVAL;
+  rusm_msg *m = rusm__msg_new(RUSM__N_MSG, tag, data, len);
+  if (!m)
+    return RUSM_ENOMEM;
+  return deliver(rt, to, m);
+}
+
 int rusm_send_buf(rusm_rt *rt, rusm_pid_t to, uint64_t tag, rusm_buf *buf) {
   if (!rt || !buf || (tag & RUSM_TAG_SYSTEM))
     return RUSM_EINVAL;
@@ -288,6 +298,9 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
     case RUSM__N_MONITOR:
     case RUSM__N_DEMONITOR:
       rusm__act_on_signal(p, m);
+      break;
+    case RUSM__N_CALL:
+      rusm__answer_dead(rt, p->pid, m);
       break;
     case RUSM__N_LINK_EXIT: /* that end is gone: no signal back to it */
       if (p->lk)

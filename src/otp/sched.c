@@ -467,6 +467,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
     rusm__free(rt, sizeof *rt);
     return RUSM_ENOMEM;
   }
+  pthread_mutex_init(&rt->mod_lock, NULL);
   if (rusm__registry_init(rt) != 0) {
     rusm__ptab_destroy(rt);
     rusm__free(rt, sizeof *rt);
@@ -518,6 +519,13 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
 
 uint32_t rusm_rt_schedulers(const rusm_rt *rt) { return rt ? rt->nsched : 0; }
 uint16_t rusm_rt_node(const rusm_rt *rt) { return rt ? rt->opts.node_id : 0; }
+
+void rusm__module_add(rusm_rt *rt, rusm__module *m) {
+  pthread_mutex_lock(&rt->mod_lock);
+  m->next = rt->modules;
+  rt->modules = m;
+  pthread_mutex_unlock(&rt->mod_lock);
+}
 
 int rusm_rt_wait_idle(rusm_rt *rt, int64_t timeout_ms) {
   if (!rt || rusm__tl.sched)
@@ -587,6 +595,16 @@ void rusm_rt_destroy(rusm_rt *rt) {
     kill_all(rt);
     rusm_rt_wait_idle(rt, 50);
   }
+  /* Runtime modules (I/O poller ...) stop once no process needs them. */
+  pthread_mutex_lock(&rt->mod_lock);
+  rusm__module *mods = rt->modules;
+  rt->modules = NULL;
+  pthread_mutex_unlock(&rt->mod_lock);
+  while (mods) {
+    rusm__module *next = mods->next;
+    mods->stop(rt, mods);
+    mods = next;
+  }
   /* Attached threads of other callers: reap them here. */
   uint32_t used = atomic_load(&rt->slots_used);
   for (uint32_t i = 0; i < used; i++) {
@@ -613,6 +631,7 @@ void rusm_rt_destroy(rusm_rt *rt) {
     rusm__free(s, sizeof *s);
   }
   assert(stacks_left == 0 && "stackful stacks leaked");
+  pthread_mutex_destroy(&rt->mod_lock);
   (void)stacks_left;
   rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
   rusm__registry_destroy(rt);

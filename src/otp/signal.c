@@ -200,6 +200,14 @@ void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
     if (p->lk)
       rusm__map_del(&p->lk->mon_in, ref, NULL);
     break;
+  case RUSM__N_CALL: {
+    rusm__call_fn fn;
+    void *ctx;
+    memcpy(&fn, m->data, sizeof fn);
+    memcpy(&ctx, m->data + sizeof fn, sizeof ctx);
+    fn(p, ctx, false);
+    break;
+  }
   case RUSM__N_DOWN:
     /* Delivered only while the monitor is ours: after demonitor no Down. */
     if (p->lk && rusm__map_del(&p->lk->mon_out, ref, NULL)) {
@@ -251,10 +259,41 @@ void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
   p->lk = NULL;
 }
 
+static void call_dead(rusm_msg *m) {
+  rusm__call_fn fn;
+  void *ctx;
+  memcpy(&fn, m->data, sizeof fn);
+  memcpy(&ctx, m->data + sizeof fn, sizeof ctx);
+  fn(NULL, ctx, true);
+}
+
+int rusm__push_call(rusm_rt *rt, rusm_pid_t to, rusm__call_fn fn, void *ctx) {
+  uint8_t payload[sizeof fn + sizeof ctx];
+  memcpy(payload, &fn, sizeof fn);
+  memcpy(payload + sizeof fn, &ctx, sizeof ctx);
+  rusm_msg *m = rusm__msg_new(RUSM__N_CALL, 0, payload, sizeof payload);
+  if (!m)
+    return RUSM_ENOMEM;
+  rusm_proc *p = rusm__proc_get(rt, to);
+  if (!p || rusm__exited(p)) {
+    if (p)
+      rusm__proc_unref(p);
+    call_dead(m);
+    rusm__free_node(m);
+    return RUSM_ENOPROC;
+  }
+  if (rusm__mbox_push(&p->mbox, &m->node))
+    rusm__schedule(p);
+  rusm__proc_unref(p);
+  return 0;
+}
+
 /* A signal that reached `dead` after it was reaped. */
 void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m) {
   rusm_msg *r = NULL;
   rusm_pid_t to = m->from;
+  if (m->kind == RUSM__N_CALL)
+    call_dead(m);
   if (m->kind == RUSM__N_LINK)
     r = rusm__exit_node(RUSM__N_LINK_EXIT, dead, RUSM_EXIT_NOPROC, NULL, 0);
   else if (m->kind == RUSM__N_MONITOR)
