@@ -29,15 +29,15 @@ extern "C" {
 
 enum {
   RUSM_OK = 0,
-  RUSM_EINVAL = -1,    /* bad argument */
-  RUSM_ENOMEM = -2,    /* allocation failed or a configured limit reached */
-  RUSM_ENOPROC = -3,   /* no such process (dead, stale or never existed) */
-  RUSM_ETIMEDOUT = -4, /* a receive deadline passed with no match */
-  RUSM_ESHUTDOWN = -5, /* the runtime is shutting down */
-  RUSM_ELIMIT = -6,    /* process table full (RUSM_MAX_* or opts limit) */
-  RUSM_ECONTEXT = -7,  /* called outside the process context it needs */
-  RUSM_ESYS = -8,      /* an OS call failed (errno kept where useful) */
-  RUSM_EEXIST = -9,    /* already exists (names, attachments) */
+  RUSM_EINVAL = -1,     /* bad argument */
+  RUSM_ENOMEM = -2,     /* allocation failed or a configured limit reached */
+  RUSM_ENOPROC = -3,    /* no such process (dead, stale or never existed) */
+  RUSM_ETIMEDOUT = -4,  /* a receive deadline passed with no match */
+  RUSM_ESHUTDOWN = -5,  /* the runtime is shutting down */
+  RUSM_ELIMIT = -6,     /* process table full (RUSM_MAX_* or opts limit) */
+  RUSM_ECONTEXT = -7,   /* called outside the process context it needs */
+  RUSM_ESYS = -8,       /* an OS call failed (errno kept where useful) */
+  RUSM_EEXIST = -9,     /* already exists (names, attachments) */
   RUSM_ENOTFOUND = -10, /* no such name / entry */
   RUSM_EBUSY = -11      /* in use (a process that already has a name) */
 };
@@ -490,6 +490,38 @@ int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out);
 
 /* Number of live processes (attached threads included). */
 uint64_t rusm_process_count(rusm_rt *rt);
+
+/* ------------------------------------------------------------------ */
+/* Timers                                                              */
+/* ------------------------------------------------------------------ */
+
+/* A timer reference: never 0; a stale ref never reaches a later timer. */
+typedef uint64_t rusm_timer_ref;
+
+/*
+ * Sends a copy of data[0..len) with tag to `to` after delay_ms (>= 0), like
+ * erlang:send_after/3. Callable from any thread; *ref (may be NULL) can
+ * cancel it. A timer costs 128 bytes while pending, payload included up
+ * to 40 bytes (larger payloads are copied into a shared buffer). If the
+ * target is dead at expiry the message is dropped and counted.
+ */
+int rusm_send_after(rusm_rt *rt, int64_t delay_ms, rusm_pid_t to, uint64_t tag,
+                    const void *data, size_t len, rusm_timer_ref *ref);
+/* The same to a registered name, resolved at expiry (dropped if unknown). */
+int rusm_send_after_named(rusm_rt *rt, int64_t delay_ms, const char *name,
+                          uint64_t tag, const void *data, size_t len,
+                          rusm_timer_ref *ref);
+/* Sends the exit signal `reason` to pid after delay_ms (from: none). */
+int rusm_exit_after(rusm_rt *rt, int64_t delay_ms, rusm_pid_t pid,
+                    rusm_reason reason, rusm_timer_ref *ref);
+/* Kills pid after delay_ms. */
+int rusm_kill_after(rusm_rt *rt, int64_t delay_ms, rusm_pid_t pid,
+                    rusm_timer_ref *ref);
+/* Cancels a pending timer: the milliseconds that were left (>= 0), or
+ * RUSM_ENOTFOUND when it already fired, was cancelled, or is unknown. */
+int64_t rusm_cancel_timer(rusm_rt *rt, rusm_timer_ref ref);
+/* Timers pending in the runtime now. */
+uint64_t rusm_timer_count(rusm_rt *rt);
 
 /* ------------------------------------------------------------------ */
 /* Registry: local names for processes                                 */

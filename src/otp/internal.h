@@ -189,14 +189,20 @@ struct rusm__sched {
   _Atomic uint64_t picks;     /* progress counter, for thieves */
   _Atomic uint32_t running;   /* 1 while running a process */
   _Atomic int64_t idle_since; /* start of the current idle spell, or 0 */
+  /* timer requests from other threads (MPSC stacks, taken whole) */
+  struct rusm__tentry *_Atomic t_add;
+  struct rusm__tentry *_Atomic t_cancel;
 
   /* --- owner only --- */
   _Alignas(RUSM__CACHELINE) rusm_rt *rt;
   uint32_t index;
   pthread_t thread;
-  rusm_proc *runnext; /* woken by the running process: runs next */
-  int32_t slice;      /* reductions left in the current slice */
-  rusm__wheel wheel;
+  rusm_proc *runnext;          /* woken by the running process: runs next */
+  int32_t slice;               /* reductions left in the current slice */
+  rusm__wheel wheel;           /* receive timeouts (embedded in processes) */
+  rusm__wheel twheel;          /* rusm_send_after & co (rusm__tentry) */
+  struct rusm__tentry *tcache; /* free timer entries */
+  uint32_t tcache_n;
   rusm__coro_ctx coro_ctx;
   rusm__stack_pool stacks;
   rusm_proc *free_procs; /* cached free process structs */
@@ -242,6 +248,7 @@ struct rusm_rt {
   _Atomic uint32_t idle_waiters;
   _Atomic uint64_t next_ref; /* monitor refs */
   struct rusm__registry *reg;
+  struct rusm__timers *timers;
   pthread_mutex_t mod_lock;
   struct rusm__module *modules;
   rusm__ext_counters ext;
@@ -314,6 +321,15 @@ typedef struct rusm__module {
 } rusm__module;
 void rusm__module_add(rusm_rt *rt, rusm__module *m);
 
+/* timers.c */
+int rusm__timers_init(rusm_rt *rt);
+void rusm__timers_destroy(rusm_rt *rt);
+/* On scheduler s: takes requests from other threads, fires due timers. */
+void rusm__timers_run(rusm__sched *s, int64_t now);
+/* Earliest API-timer deadline on s, or -1. */
+int64_t rusm__timers_next(rusm__sched *s);
+bool rusm__timers_pending_requests(rusm__sched *s);
+
 /* registry.c */
 int rusm__registry_init(rusm_rt *rt);
 void rusm__registry_destroy(rusm_rt *rt);
@@ -322,6 +338,7 @@ void rusm__registry_release(rusm_proc *p); /* on the reaping path */
 /* sched.c */
 void rusm__schedule(rusm_proc *p); /* p was parked: make it runnable */
 void rusm__enqueue(rusm__sched *s, rusm_proc *p);
+void rusm__wake_sched(rusm__sched *s); /* if asleep */
 rusm__sched *rusm__pick_sched(rusm_rt *rt, int32_t hint);
 void rusm__count_exit(rusm_rt *rt, rusm_exit_code code);
 

@@ -60,7 +60,7 @@ static inline void cpu_relax(void) {
 
 /* ---- run queues ------------------------------------------------------ */
 
-static void wake_sched(rusm__sched *s) {
+void rusm__wake_sched(rusm__sched *s) {
   /* The exchange makes exactly one waker pay for the syscall. */
   if (atomic_load_explicit(&s->sleeping, memory_order_seq_cst) &&
       atomic_exchange_explicit(&s->sleeping, 0, memory_order_seq_cst))
@@ -75,7 +75,7 @@ static void wake_a_thief(rusm_rt *rt, rusm__sched *busy) {
   for (uint32_t i = 1; i < rt->nsched; i++) {
     rusm__sched *o = rt->sched[(busy->index + i) % rt->nsched];
     if (atomic_load_explicit(&o->sleeping, memory_order_relaxed)) {
-      wake_sched(o);
+      rusm__wake_sched(o);
       return;
     }
   }
@@ -98,7 +98,7 @@ void rusm__enqueue(rusm__sched *s, rusm_proc *p) {
   atomic_store_explicit(&s->q_len, len, memory_order_seq_cst);
   pthread_mutex_unlock(&s->lock);
   if (rusm__tl.sched != s)
-    wake_sched(s);
+    rusm__wake_sched(s);
   else if (len >= 2)
     wake_a_thief(s->rt, s);
 }
@@ -251,8 +251,23 @@ static void timer_fire(rusm__timer *t, void *ctx) {
 }
 
 static void run_timers(rusm__sched *s) {
+  bool api = rusm__wheel_count(&s->twheel) || rusm__timers_pending_requests(s);
+  if (!rusm__wheel_count(&s->wheel) && !api)
+    return;
+  int64_t now = rusm_now_ns();
   if (rusm__wheel_count(&s->wheel))
-    rusm__wheel_advance(&s->wheel, rusm_now_ns(), timer_fire, s);
+    rusm__wheel_advance(&s->wheel, now, timer_fire, s);
+  if (api)
+    rusm__timers_run(s, now);
+}
+
+/* Earliest deadline of either wheel, or -1. */
+static int64_t next_timer(rusm__sched *s) {
+  int64_t a = rusm__wheel_next_ns(&s->wheel);
+  int64_t b = rusm__timers_next(s);
+  if (a < 0)
+    return b;
+  return b < 0 || a < b ? a : b;
 }
 
 /* ---- running a process ---------------------------------------------- */
@@ -364,7 +379,8 @@ static rusm_proc *idle(rusm__sched *s) {
       break;
     if ((spins & 63) == 63) {
       int64_t now = rusm_now_ns();
-      if (rusm__wheel_count(&s->wheel) && rusm__wheel_next_ns(&s->wheel) <= now)
+      int64_t nt = next_timer(s);
+      if ((nt >= 0 && nt <= now) || rusm__timers_pending_requests(s))
         break;
       if (now - t0 > SPIN_NS) {
         /* a scheduler whose picks did not move while we spun is stuck in
@@ -382,8 +398,8 @@ static rusm_proc *idle(rusm__sched *s) {
     return p;
   }
   int64_t now = rusm_now_ns();
-  int64_t next = rusm__wheel_next_ns(&s->wheel);
-  if (next >= 0 && next <= now) {
+  int64_t next = next_timer(s);
+  if ((next >= 0 && next <= now) || rusm__timers_pending_requests(s)) {
     idle_end(s, t0);
     return NULL;
   }
@@ -391,6 +407,7 @@ static rusm_proc *idle(rusm__sched *s) {
   atomic_store_explicit(&s->sleeping, 1, memory_order_seq_cst);
   atomic_fetch_add_explicit(&rt->sleepers, 1, memory_order_seq_cst);
   if (!has_work(s) && !others_have_work(s) &&
+      !rusm__timers_pending_requests(s) &&
       !atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
     RUSM__INC(s->c.sleeps, 1);
     rusm__futex_wait(&s->sleeping, 1, next >= 0 ? next - now : -1);
@@ -468,7 +485,8 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
     return RUSM_ENOMEM;
   }
   pthread_mutex_init(&rt->mod_lock, NULL);
-  if (rusm__registry_init(rt) != 0) {
+  if (rusm__registry_init(rt) != 0 || rusm__timers_init(rt) != 0) {
+    rusm__registry_destroy(rt);
     rusm__ptab_destroy(rt);
     rusm__free(rt, sizeof *rt);
     return RUSM_ENOMEM;
@@ -487,6 +505,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
     s->index = i;
     s->started_ns = rusm_now_ns();
     rusm__wheel_init(&s->wheel, s->started_ns, TICK_NS);
+    rusm__wheel_init(&s->twheel, s->started_ns, TICK_NS);
     rusm__stack_pool_init(&s->stacks, o.stack_size, STACK_CACHE);
     rt->sched[i] = s;
   }
@@ -498,7 +517,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
   if (err) {
     atomic_store(&rt->stopping, true);
     for (uint32_t i = 0; i < started; i++) {
-      wake_sched(rt->sched[i]);
+      rusm__wake_sched(rt->sched[i]);
       pthread_join(rt->sched[i]->thread, NULL);
     }
     for (uint32_t i = 0; rt->sched && i < rt->nsched; i++)
@@ -508,6 +527,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
         rusm__free(rt->sched[i], sizeof *rt->sched[i]);
       }
     rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
+    rusm__timers_destroy(rt);
     rusm__registry_destroy(rt);
     rusm__ptab_destroy(rt);
     rusm__free(rt, sizeof *rt);
@@ -634,6 +654,7 @@ void rusm_rt_destroy(rusm_rt *rt) {
   pthread_mutex_destroy(&rt->mod_lock);
   (void)stacks_left;
   rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
+  rusm__timers_destroy(rt);
   rusm__registry_destroy(rt);
   rusm__ptab_destroy(rt);
   rusm__free(rt, sizeof *rt);
