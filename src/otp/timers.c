@@ -20,7 +20,7 @@
 #define CHUNK_SHIFT 12 /* 4096 entries a chunk */
 #define CHUNK (1u << CHUNK_SHIFT)
 #define MAX_CHUNKS (1u << 16) /* 268M timers */
-#define INLINE_MAX 32
+#define INLINE_MAX 24
 #define CACHE_MAX 256
 
 enum { T_FREE = 0, T_PENDING = 1, T_FIRED = 2, T_CANCELLED = 3 };
@@ -39,7 +39,9 @@ typedef struct rusm__tentry {
   int64_t deadline; /* ns; written before the entry is pending */
   uint32_t index;   /* position in the chunk table (its ref) */
   uint32_t _pad2;
-  struct rusm__tentry *next; /* request stacks; free lists */
+  struct rusm__tentry *next;  /* add requests; free lists */
+  struct rusm__tentry *cnext; /* cancel requests (an entry can be on the
+                               * add stack and the cancel stack at once) */
   union {
     uint8_t bytes[INLINE_MAX];
     rusm_buf *buf; /* payload (and for K_SEND_NAMED: name, then payload) */
@@ -202,7 +204,7 @@ void rusm__timers_run(rusm__sched *s, int64_t now) {
     rusm__tentry *c =
         atomic_exchange_explicit(&s->t_cancel, NULL, memory_order_acquire);
     while (c) {
-      rusm__tentry *n = c->next;
+      rusm__tentry *n = c->cnext;
       rusm__wheel_cancel(&s->twheel, &c->t);
       entry_release(T, c);
       c = n;
@@ -218,10 +220,11 @@ int64_t rusm__timers_next(rusm__sched *s) {
 
 /* ---- the API --------------------------------------------------------- */
 
-static void push_req(rusm__tentry *_Atomic *stack, rusm__tentry *e) {
+static void push_req(rusm__tentry *_Atomic *stack, rusm__tentry *e,
+                     bool cancel) {
   rusm__tentry *head = atomic_load_explicit(stack, memory_order_relaxed);
   do
-    e->next = head;
+    *(cancel ? &e->cnext : &e->next) = head;
   /* release: the owner's acquire exchange sees the entry's fields */
   while (!atomic_compare_exchange_weak_explicit(
       stack, &head, e, memory_order_release, memory_order_relaxed));
@@ -279,7 +282,7 @@ static int arm(rusm_rt *rt, int64_t delay_ms, uint8_t kind, rusm_pid_t to,
   }
   rusm__sched *s = rusm__pick_sched(rt, -1);
   e->owner = (uint8_t)s->index;
-  push_req(&s->t_add, e);
+  push_req(&s->t_add, e, false);
   rusm__wake_sched(s);
   return 0;
 }
@@ -342,7 +345,7 @@ int64_t rusm_cancel_timer(rusm_rt *rt, rusm_timer_ref ref) {
     rusm__wheel_cancel(&s->twheel, &e->t);
     entry_release(T, e);
   } else {
-    push_req(&s->t_cancel, e);
+    push_req(&s->t_cancel, e, true);
     rusm__wake_sched(s);
   }
   return left > 0 ? (left + 999999) / 1000000 : 0;
