@@ -35,9 +35,10 @@ typedef struct rusm_metrics {
   uint64_t sent;                        /* send calls to a process */
   uint64_t delivered;                   /* messages taken by a receiver */
   uint64_t dropped;                     /* target dead / left in a dead box */
-  uint64_t steals;                      /* sum over schedulers */
-  uint64_t alloc_bytes;                 /* accounted bytes now allocated */
-  uint64_t alloc_count;                 /* accounted allocations live */
+  uint64_t shed;        /* user messages shed by bounded mailboxes */
+  uint64_t steals;      /* sum over schedulers */
+  uint64_t alloc_bytes; /* accounted bytes now allocated */
+  uint64_t alloc_count; /* accounted allocations live */
   uint32_t schedulers;
   rusm_sched_metrics sched[RUSM_METRICS_MAX_SCHED];
 } rusm_metrics;

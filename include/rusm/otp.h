@@ -142,7 +142,8 @@ typedef struct rusm_rt_opts {
   uint32_t max_processes;    /* 0: 1 << 22; at most 1 << 24 */
   uint32_t budget;           /* reductions per run slice; 0: 2000 */
   uint32_t stack_size;       /* default stackful stack; 0: 64 KiB */
-  uint32_t mailbox_capacity; /* reserved (bounded mailboxes); 0: none */
+  uint32_t mailbox_capacity; /* default bound of user messages queued per
+                              * process (0: unbounded); see spawn opts */
   uint16_t node_id;          /* this node's id in pids (< 4096) */
 } rusm_rt_opts;
 
@@ -262,6 +263,11 @@ typedef struct rusm_spawn_opts {
   bool link;
   bool monitor;
   rusm_ref *monitor_ref; /* out: the monitor's ref when monitor is set */
+  /* Bounded mailbox: user messages (rusm_send / rusm_send_buf) arriving
+   * while this many are queued are shed (dropped and counted); signals,
+   * Exit and Down messages and runtime messages are never shed.
+   * 0: the runtime's default; UINT32_MAX: unbounded. */
+  uint32_t mailbox_capacity;
 } rusm_spawn_opts;
 
 void rusm_spawn_opts_init(rusm_spawn_opts *o);
@@ -483,6 +489,8 @@ typedef struct rusm_proc_info {
   uint64_t mailbox_len;      /* messages queued, fetched or not */
   uint64_t messages_handled; /* messages received so far */
   uint64_t reductions;       /* total reductions consumed */
+  uint64_t shed;             /* user messages shed (bounded mailbox) */
+  uint32_t mailbox_capacity; /* 0: unbounded */
 } rusm_proc_info;
 
 /* Snapshot of one live process. RUSM_ENOPROC when dead or stale. */

@@ -58,11 +58,11 @@ int rusm_metrics_to_json(const rusm_metrics *m, char *buf, size_t len) {
   start(&o, buf, len);
   put(&o,
       "{\"spawned\":%llu,\"exited\":%llu,\"live\":%llu,\"sent\":%llu,"
-      "\"delivered\":%llu,\"dropped\":%llu,\"steals\":%llu,"
+      "\"delivered\":%llu,\"dropped\":%llu,\"shed\":%llu,\"steals\":%llu,"
       "\"alloc_bytes\":%llu,\"alloc_count\":%llu,\"exited_by\":{",
       ull(m->spawned), ull(m->exited), ull(m->live), ull(m->sent),
-      ull(m->delivered), ull(m->dropped), ull(m->steals), ull(m->alloc_bytes),
-      ull(m->alloc_count));
+      ull(m->delivered), ull(m->dropped), ull(m->shed), ull(m->steals),
+      ull(m->alloc_bytes), ull(m->alloc_count));
   for (int c = 0; c < RUSM_EXIT__COUNT; c++)
     /* Code names are static identifiers ([a-z_]): no escaping needed. */
     put(&o, "%s\"%s\":%llu", c ? "," : "",
@@ -95,8 +95,8 @@ int rusm_metrics_to_text(const rusm_metrics *m, char *buf, size_t len) {
     any = true;
   }
   put(&o, "%s\n", any ? "" : " none");
-  put(&o, "messages   sent %llu  delivered %llu  dropped %llu\n", ull(m->sent),
-      ull(m->delivered), ull(m->dropped));
+  put(&o, "messages   sent %llu  delivered %llu  dropped %llu  shed %llu\n",
+      ull(m->sent), ull(m->delivered), ull(m->dropped), ull(m->shed));
   put(&o, "memory     %llu bytes in %llu allocations\n", ull(m->alloc_bytes),
       ull(m->alloc_count));
   put(&o, "schedulers %u  steals %llu\n", m->schedulers, ull(m->steals));

@@ -110,6 +110,8 @@ struct rusm_proc {
   _Atomic uint32_t refs;        /* 1 while alive + 1 per thread holding it */
   _Atomic uint32_t flags;       /* RUSM__P_* */
   _Atomic uint64_t msgs_in;     /* messages pushed, for mailbox_len */
+  _Atomic uint64_t shed;        /* user messages shed (bounded mailbox) */
+  uint32_t capacity;            /* bounded mailbox, 0: unbounded */
   rusm_pid_t pid;               /* written only while refs == 0 */
   _Atomic(rusm__sched *) sched; /* home scheduler (queues and timers) */
   _Atomic uint8_t status;       /* rusm_proc_status, for introspection */
@@ -168,6 +170,7 @@ typedef struct rusm__sched_counters {
   _Atomic uint64_t sent;
   _Atomic uint64_t delivered;
   _Atomic uint64_t dropped;
+  _Atomic uint64_t shed;
   _Atomic uint64_t steals;
   _Atomic uint64_t runs;
   _Atomic uint64_t sleeps;
@@ -219,6 +222,7 @@ typedef struct rusm__ext_counters {
   _Atomic uint64_t sent;
   _Atomic uint64_t delivered;
   _Atomic uint64_t dropped;
+  _Atomic uint64_t shed;
 } rusm__ext_counters;
 
 struct rusm_rt {

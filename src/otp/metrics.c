@@ -13,6 +13,7 @@ void rusm_metrics_snapshot(rusm_rt *rt, rusm_metrics *out) {
   out->sent = LOAD(rt->ext.sent);
   out->delivered = LOAD(rt->ext.delivered);
   out->dropped = LOAD(rt->ext.dropped);
+  out->shed = LOAD(rt->ext.shed);
   for (int c = 0; c < RUSM_EXIT__COUNT; c++)
     out->exited_by[c] = LOAD(rt->ext.exited_by[c]);
   int64_t now = rusm_now_ns();
@@ -23,6 +24,7 @@ void rusm_metrics_snapshot(rusm_rt *rt, rusm_metrics *out) {
     out->sent += LOAD(s->c.sent);
     out->delivered += LOAD(s->c.delivered);
     out->dropped += LOAD(s->c.dropped);
+    out->shed += LOAD(s->c.shed);
     for (int c = 0; c < RUSM_EXIT__COUNT; c++)
       out->exited_by[c] += LOAD(s->c.exited_by[c]);
     out->steals += LOAD(s->c.steals);

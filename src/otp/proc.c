@@ -42,6 +42,10 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
   p->inner_len = 0;
   atomic_store_explicit(&p->msgs_in, 0, memory_order_relaxed);
   atomic_store_explicit(&p->msgs_out, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->shed, 0, memory_order_relaxed);
+  uint32_t cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
+                                                : rt->opts.mailbox_capacity;
+  p->capacity = cap == UINT32_MAX ? 0 : cap;
   atomic_store_explicit(&p->handled, 0, memory_order_relaxed);
   atomic_store_explicit(&p->reductions, 0, memory_order_relaxed);
   atomic_store_explicit(&p->flags,
@@ -122,6 +126,19 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
     rusm__free_node(m);
     COUNT(rt, dropped, 1);
     return 0;
+  }
+  if (p->capacity && !(m->tag & RUSM_TAG_SYSTEM)) {
+    /* Bounded mailbox: shed user messages past capacity. Racing senders
+     * may overshoot by one message each, no more. */
+    uint64_t queued = atomic_load_explicit(&p->msgs_in, memory_order_relaxed) -
+                      atomic_load_explicit(&p->msgs_out, memory_order_relaxed);
+    if (queued >= p->capacity) {
+      atomic_fetch_add_explicit(&p->shed, 1, memory_order_relaxed);
+      rusm__proc_unref(p);
+      rusm__free_node(m);
+      COUNT(rt, shed, 1);
+      return 0;
+    }
   }
   /* relaxed: an approximate length for introspection. */
   uint64_t in = atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
@@ -389,6 +406,8 @@ int rusm_proc_info_get(rusm_rt *rt, rusm_pid_t pid, rusm_proc_info *out) {
   out->messages_handled =
       atomic_load_explicit(&p->handled, memory_order_relaxed);
   out->reductions = atomic_load_explicit(&p->reductions, memory_order_relaxed);
+  out->shed = atomic_load_explicit(&p->shed, memory_order_relaxed);
+  out->mailbox_capacity = p->capacity;
   rusm__proc_unref(p);
   return 0;
 }
