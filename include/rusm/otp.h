@@ -167,6 +167,42 @@ uint16_t rusm_rt_node(const rusm_rt *rt);
  * Returns 0 or RUSM_ETIMEDOUT. */
 int rusm_rt_wait_idle(rusm_rt *rt, int64_t timeout_ms);
 
+/* ---- graceful shutdown ---- */
+
+/* Marks pid as a top-level process of the application (a top-level
+ * supervisor, usually: rusm_sup_start does it for supervisors started
+ * without a parent). Shutdown stops these first, in reverse order. */
+int rusm_rt_add_root(rusm_rt *rt, rusm_pid_t pid);
+
+#define RUSM_SHUTDOWN_REPORT_MAX 32
+
+typedef struct rusm_shutdown_report {
+  uint32_t roots;         /* top-level processes asked to stop */
+  uint32_t roots_stopped; /* ... that exited before the deadline */
+  uint64_t exited;        /* processes that exited before the deadline */
+  uint64_t killed;        /* stragglers killed at the deadline */
+  int64_t elapsed_ms;
+  uint32_t nkilled_listed; /* first killed processes, for the report */
+  rusm_pid_t killed_pids[RUSM_SHUTDOWN_REPORT_MAX];
+} rusm_shutdown_report;
+
+/*
+ * Stops the application within deadline_ms: no new spawns from now on;
+ * top-level processes (rusm_rt_add_root) get exit(shutdown) in reverse
+ * order, each waited for (a supervisor stops its children with their
+ * shutdown specs); then every other process gets exit(shutdown); whatever
+ * is still alive at the deadline is killed. Attached threads are left
+ * alone. Blocks the calling thread (not a scheduler thread: then
+ * RUSM_ECONTEXT). The runtime stays usable for rusm_rt_destroy. out may
+ * be NULL. Returns 0, or RUSM_ETIMEDOUT when something had to be killed.
+ */
+int rusm_rt_shutdown(rusm_rt *rt, int64_t deadline_ms,
+                     rusm_shutdown_report *out);
+
+/* Writes a human-readable report (one line, then the killed pids). */
+int rusm_shutdown_report_format(const rusm_shutdown_report *r, char *buf,
+                                size_t len);
+
 /* Monotonic clock in nanoseconds (the clock deadlines use). */
 int64_t rusm_now_ns(void);
 

@@ -253,6 +253,8 @@ struct rusm_rt {
   _Atomic uint64_t next_ref; /* monitor refs */
   struct rusm__registry *reg;
   struct rusm__timers *timers;
+  rusm_pid_t *roots; /* rusm_rt_add_root, in order, under mod_lock */
+  uint32_t nroots, roots_cap;
   pthread_mutex_t mod_lock;
   struct rusm__module *modules;
   rusm__ext_counters ext;
@@ -333,6 +335,9 @@ void rusm__timers_run(rusm__sched *s, int64_t now);
 /* Earliest API-timer deadline on s, or -1. */
 int64_t rusm__timers_next(rusm__sched *s);
 bool rusm__timers_pending_requests(rusm__sched *s);
+
+/* shutdown.c */
+void rusm__roots_free(rusm_rt *rt);
 
 /* registry.c */
 int rusm__registry_init(rusm_rt *rt);

@@ -651,6 +651,7 @@ void rusm_rt_destroy(rusm_rt *rt) {
     rusm__free(s, sizeof *s);
   }
   assert(stacks_left == 0 && "stackful stacks leaked");
+  rusm__roots_free(rt);
   pthread_mutex_destroy(&rt->mod_lock);
   (void)stacks_left;
   rusm__free(rt->sched, rt->nsched * sizeof(rusm__sched *));
