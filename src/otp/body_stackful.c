@@ -30,7 +30,9 @@ static rusm_step sf_step(rusm_proc *p, void *state) {
     }
     rusm__coro_init(&p->b.sf.coro, st, coro_entry, p);
   }
+  p->b.sf.inside = true;
   rusm__coro_resume(&p->b.sf.coro, &s->coro_ctx);
+  p->b.sf.inside = false;
   return p->b.sf.step;
 }
 
@@ -42,8 +44,6 @@ static void sf_destroy(rusm_proc *p, void *state, const rusm_reason *why) {
     rusm__stack_put(&rusm__tl.sched->stacks, &p->b.sf.coro.stack);
     memset(&p->b.sf.coro.stack, 0, sizeof p->b.sf.coro.stack);
   }
-  rusm__reason_free(p->b.sf.reason);
-  p->b.sf.reason = NULL;
 }
 
 const rusm_body_ops rusm__stackful_ops = {"stackful", sf_step, sf_destroy};
@@ -71,8 +71,11 @@ int rusm_spawn_stackful(rusm_rt *rt, rusm_stackful_fn fn, void *arg,
   return rusm__spawn(rt, p, opts, out);
 }
 
+/* True only on the process's own stack: hooks and destroy run on the
+ * scheduler's stack with the process still current, and must not yield. */
 static bool in_own_coroutine(const rusm_proc *p) {
-  return p && p->body == RUSM__B_STACKFUL && p == rusm__tl.cur;
+  return p && p->body == RUSM__B_STACKFUL && p == rusm__tl.cur &&
+         p->b.sf.inside;
 }
 
 _Noreturn void rusm__stackful_exit_now(rusm_proc *p) {
@@ -92,9 +95,11 @@ void rusm_yield(rusm_proc *self) {
 int rusm_exit_self(rusm_proc *self, rusm_reason reason) {
   if (!in_own_coroutine(self))
     return self ? RUSM_ECONTEXT : RUSM_EINVAL;
+  /* exit_box: owned by the reaping path, alive until links have it */
   rusm__reason_box *b =
       rusm__reason_copy(reason.code, reason.data, reason.data ? reason.len : 0);
-  self->b.sf.reason = b;
+  rusm__reason_free(self->exit_box);
+  self->exit_box = b;
   rusm_step st = {RUSM_STEP_EXIT, -1, {reason.code, 0, NULL}};
   if (b) {
     st.reason.len = b->len;
@@ -134,8 +139,8 @@ int rusm_receive(rusm_proc *self, const rusm_filter *f, int64_t timeout_ms,
                  rusm_msg **out) {
   if (!self || !out)
     return RUSM_EINVAL;
-  if (self != rusm__tl.cur ||
-      (self->body != RUSM__B_STACKFUL && self->body != RUSM__B_ATTACHED))
+  if (!in_own_coroutine(self) &&
+      !(self == rusm__tl.cur && self->body == RUSM__B_ATTACHED))
     return RUSM_ECONTEXT;
   int64_t deadline = timeout_ms > 0 ? rusm_now_ns() + timeout_ms * 1000000 : -1;
   for (;;) {
@@ -144,8 +149,7 @@ int rusm_receive(rusm_proc *self, const rusm_filter *f, int64_t timeout_ms,
     if (self->exit_pending) { /* only attached threads get here */
       rusm_proc *p = self;
       rusm__tl.cur = NULL;
-      rusm__proc_reap(p, p->exit_code, p->exit_box ? p->exit_box->data : NULL,
-                      p->exit_box ? p->exit_box->len : 0);
+      rusm__reap_pending(p);
       return RUSM_ESHUTDOWN;
     }
     if (timeout_ms == 0 || (deadline >= 0 && rusm_now_ns() >= deadline))

@@ -56,8 +56,11 @@ static rusm_step sl_step(rusm_proc *p, void *state) {
     rusm_msg *m;
     if (rusm_try_receive(p, p->b.sl.has_filter ? &p->b.sl.filter : NULL, &m) ==
         0) {
-      rusm_next n =
-          ops->handle ? ops->handle(p, p->state, m) : rusm_next_wait();
+      if (!ops->handle) { /* discarded: the pending timeout stays */
+        rusm__free_node(m);
+        continue;
+      }
+      rusm_next n = ops->handle(p, p->state, m);
       rusm__free_node(m);
       if (apply(p, &n))
         return stop_step(p);

@@ -28,7 +28,7 @@ typedef struct rusm__stack {
 typedef struct rusm__stack_pool {
   rusm__stack *cache; /* cached stacks, all of size `size` */
   size_t count, cap;
-  size_t size;     /* usable size of cached stacks */
+  size_t size; /* usable size of cached stacks */
   /* stacks this pool mapped minus those it unmapped. A stack may be put
    * back into another scheduler's pool (its process migrated), so only
    * the sum over all pools is meaningful: 0 once every pool is

@@ -153,7 +153,7 @@ struct rusm_proc {
       rusm_stackful_fn fn;
       void *arg;
       rusm_step step; /* what the coroutine asked for when it suspended */
-      rusm__reason_box *reason;
+      bool inside;    /* executing on its own stack now (not reaping) */
     } sf;
     struct {
       _Atomic uint32_t futex; /* 1: woken */
@@ -283,11 +283,13 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
                 rusm_pid_t *out);
 void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
                      uint32_t len);
+void rusm__reap_pending(rusm_proc *p);
 /* Moves the outer queue into the inner list, acting on signals. Returns
  * true when the process must exit now (p->exit_pending). */
 bool rusm__drain(rusm_proc *p);
 void rusm__free_node(rusm_msg *m);
 void rusm__charge(uint32_t n);
+void rusm__preempt_point(void);
 rusm__reason_box *rusm__reason_copy(rusm_exit_code code, const uint8_t *data,
                                     uint32_t len);
 void rusm__reason_free(rusm__reason_box *b);

@@ -107,6 +107,14 @@ int rusm_spawn_body(rusm_rt *rt, const rusm_body_ops *ops, void *state,
 
 /* ---- send ----------------------------------------------------------- */
 
+/* A stackful process that spent its slice yields at runtime calls. */
+void rusm__preempt_point(void) {
+  rusm_proc *cur = rusm__tl.cur;
+  if (cur && cur->body == RUSM__B_STACKFUL && cur->b.sf.inside &&
+      rusm__tl.sched->slice <= 0)
+    rusm_yield(cur);
+}
+
 void rusm__charge(uint32_t n) {
   rusm__sched *s = rusm__tl.sched;
   rusm_proc *cur = rusm__tl.cur;
@@ -155,9 +163,7 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
                                                            : (in - out) >> 2));
   }
   rusm__proc_unref(p);
-  rusm_proc *cur = rusm__tl.cur;
-  if (cur && cur->body == RUSM__B_STACKFUL && rusm__tl.sched->slice <= 0)
-    rusm_yield(cur);
+  rusm__preempt_point();
   return 0;
 }
 
@@ -242,6 +248,8 @@ static rusm_msg *scan(rusm_proc *p, const rusm_filter *f, rusm_msg *start_prev,
 int rusm_try_receive(rusm_proc *self, const rusm_filter *f, rusm_msg **out) {
   if (!self || !out)
     return RUSM_EINVAL;
+  if (self == rusm__tl.cur)
+    rusm__preempt_point(); /* before the scan: see below */
   rusm_msg *last = NULL;
   rusm_msg *m = scan(self, f, NULL, &last);
   if (!m && !self->exit_pending && !rusm__drain(self)) {
@@ -249,15 +257,22 @@ int rusm_try_receive(rusm_proc *self, const rusm_filter *f, rusm_msg **out) {
     m = scan(self, f, last, &last);
   }
   if (!m && self->exit_pending && self->body == RUSM__B_STACKFUL &&
-      self == rusm__tl.cur)
+      self == rusm__tl.cur && self->b.sf.inside)
     rusm__stackful_exit_now(self);
-  if (!m)
+  if (!m) {
+    /* No yield here: a caller that finds nothing parks next, and a yield
+     * between the scan and the park would let the scheduler's own drain
+     * move a message into the inner list unseen. */
+    rusm__charge(1);
     return RUSM_ETIMEDOUT;
+  }
   atomic_fetch_add_explicit(&self->msgs_out, 1, memory_order_relaxed);
   RUSM__INC(self->handled, 1);
   COUNT(self->rt, delivered, 1);
   rusm__charge(1);
   *out = m;
+  if (self == rusm__tl.cur)
+    rusm__preempt_point();
   return 0;
 }
 
@@ -359,6 +374,14 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
     rusm__futex_wake(&rt->live, 1 << 30);
 }
 
+/* Reaps p for the exit signal it received (its reason bytes, if any, are
+ * in exit_box with the same code). */
+void rusm__reap_pending(rusm_proc *p) {
+  rusm__reason_box *b = p->exit_box;
+  bool own = b && b->code == p->exit_code;
+  rusm__proc_reap(p, p->exit_code, own ? b->data : NULL, own ? b->len : 0);
+}
+
 /* ---- introspection -------------------------------------------------- */
 
 rusm_pid_t rusm_self(const rusm_proc *self) {
@@ -368,8 +391,10 @@ rusm_rt *rusm_proc_rt(const rusm_proc *self) { return self ? self->rt : NULL; }
 rusm_proc *rusm_current(void) { return rusm__tl.cur; }
 
 void rusm_consume(rusm_proc *self, uint32_t n) {
-  if (self && self == rusm__tl.cur)
+  if (self && self == rusm__tl.cur) {
     rusm__charge(n);
+    rusm__preempt_point();
+  }
 }
 
 bool rusm_is_alive(rusm_rt *rt, rusm_pid_t pid) {

@@ -200,7 +200,11 @@ static void final_free(rusm_proc *p) {
   }
   p->rq_next = NULL;
   rusm__sched *s = rusm__tl.sched;
-  if (s && s->rt == rt) {
+  /* Cache locally, unless the table is full: then every free slot must
+   * be visible to spawns from any thread. */
+  if (s && s->rt == rt &&
+      atomic_load_explicit(&rt->slots_used, memory_order_relaxed) <
+          rt->table_len) {
     p->rq_next = s->free_procs;
     s->free_procs = p;
     if (++s->free_count > CACHE_MAX) {

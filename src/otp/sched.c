@@ -277,17 +277,26 @@ static void run(rusm__sched *s, rusm_proc *p) {
   atomic_store_explicit(&p->status, RUSM_STATUS_RUNNING, memory_order_relaxed);
   for (;;) {
     if (rusm__drain(p)) {
-      rusm__proc_reap(p, p->exit_code, p->exit_box ? p->exit_box->data : NULL,
-                      p->exit_box ? p->exit_box->len : 0);
+      rusm__reap_pending(p);
       break;
     }
     rusm_step st = p->ops->step(p, p->state);
     if (p->exit_pending) {
-      rusm__proc_reap(p, p->exit_code, p->exit_box ? p->exit_box->data : NULL,
-                      p->exit_box ? p->exit_box->len : 0);
+      rusm__reap_pending(p);
       break;
     }
     if (st.kind == RUSM_STEP_EXIT) {
+      /* The runtime keeps its own copy of the reason bytes (built-in
+       * bodies already put theirs in exit_box). */
+      if (st.reason.len && st.reason.data &&
+          (!p->exit_box || st.reason.data != p->exit_box->data)) {
+        rusm__reason_free(p->exit_box);
+        p->exit_box =
+            rusm__reason_copy(st.reason.code, st.reason.data, st.reason.len);
+        st.reason.data = p->exit_box ? p->exit_box->data : NULL;
+        if (!p->exit_box)
+          st.reason.len = 0;
+      }
       rusm__proc_reap(p, st.reason.code, st.reason.data, st.reason.len);
       break;
     }

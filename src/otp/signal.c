@@ -139,8 +139,10 @@ static void set_exit(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
     return;
   p->exit_pending = true;
   p->exit_code = code;
-  if (len)
+  if (len) {
+    rusm__reason_free(p->exit_box);
     p->exit_box = rusm__reason_copy(code, data, len);
+  }
 }
 
 /* An exit signal: from exit/2 (linked == false) or a link (true). */
