@@ -18,6 +18,8 @@ extern const rusm_bench_scenario rusm__bench_ping_pong;
 extern const rusm_bench_scenario rusm__bench_fan_in;
 extern const rusm_bench_scenario rusm__bench_idle_memory;
 extern const rusm_bench_scenario rusm__bench_idle_memory_stackful;
+extern const rusm_bench_scenario rusm__bench_cascade;
+extern const rusm_bench_scenario rusm__bench_fault_recovery;
 
 /* Tags the scenarios use among themselves (user range: top bit clear). */
 #define RUSM__BENCH_TAG_DONE UINT64_C(0x62656e6300000001)

@@ -201,8 +201,9 @@ static void test_proc_readers(void **state) {
 /* ------------------------------------------------------------------ */
 
 static void test_registry(void **state) {
-  const char *want[] = {"spawn-storm", "ping-pong", "fan-in", "idle-memory",
-                        "idle-memory-stackful"};
+  const char *want[] = {
+      "spawn-storm",          "ping-pong", "fan-in",        "idle-memory",
+      "idle-memory-stackful", "cascade",   "fault-recovery"};
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
     assert_non_null(rusm_bench_find(want[i]));
   assert_null(rusm_bench_find("nope"));
@@ -491,6 +492,33 @@ static void test_run_idle_memory_stackful(void **state) {
   rusm_bench_result_free(&r);
 }
 
+static void test_run_cascade(void **state) {
+  rusm_bench_result r;
+  rusm_metrics m;
+  tiny_run("cascade", 3000, &r, &m);
+  assert_int_equal(r.ops, 3000);
+  assert_true(m.spawned >= 3000);
+  /* The whole tree went down through the kill and its links. */
+  assert_true(m.exited_by[RUSM_EXIT_KILLED] >= 3000);
+  assert_int_equal(m.live, 0); /* nothing left behind */
+  rusm_bench_result_free(&r);
+}
+
+static void test_run_fault_recovery(void **state) {
+  rusm_bench_result r;
+  rusm_metrics m;
+  tiny_run("fault-recovery", 300, &r, &m);
+  assert_int_equal(r.ops, 300);
+  /* Every restart followed a crash with the child's custom reason, and
+   * each replacement is a new process: the first child plus 300. */
+  assert_true(m.exited_by[RUSM_EXIT_CUSTOM] >= 300);
+  assert_true(m.spawned >= 301);
+  assert_true(r.has_latency);
+  assert_true(r.p50_us > 0 && r.p99_us >= r.p50_us);
+  assert_true(r.baseline_p50_us > 0 && r.baseline_p99_us >= r.baseline_p50_us);
+  rusm_bench_result_free(&r);
+}
+
 static void test_run_rejects_bad_opts(void **state) {
   rusm_bench_opts o;
   rusm_bench_opts_init(&o);
@@ -521,6 +549,8 @@ int main(void) {
       cmocka_unit_test(test_run_fan_in),
       cmocka_unit_test(test_run_idle_memory),
       cmocka_unit_test(test_run_idle_memory_stackful),
+      cmocka_unit_test(test_run_cascade),
+      cmocka_unit_test(test_run_fault_recovery),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
