@@ -73,6 +73,10 @@ typedef struct rusm_bench_scenario {
   uint64_t min_n;     /* smallest meaningful N (>= 1) */
   rusm_bench_fn run;
   rusm_bench_fn baseline; /* NULL: none */
+  /* What a memory figure is per: "process" when NULL, or "timer",
+   * "connection" ... (JSON key bytes_per_<it>). A scenario of any kind
+   * reports memory when its runs fill bytes_per_process. */
+  const char *memory_per;
 } rusm_bench_scenario;
 
 /* The registry: every scenario, in `rusm bench list` order. */

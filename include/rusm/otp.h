@@ -545,7 +545,7 @@ typedef uint64_t rusm_timer_ref;
 /*
  * Sends a copy of data[0..len) with tag to `to` after delay_ms (>= 0), like
  * erlang:send_after/3. Callable from any thread; *ref (may be NULL) can
- * cancel it. A timer costs 128 bytes while pending, payload included up
+ * cancel it. A timer costs 120 bytes while pending, payload included up
  * to 24 bytes (larger payloads are copied into a shared buffer). If the
  * target is dead at expiry the message is dropped and counted.
  */

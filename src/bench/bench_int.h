@@ -20,6 +20,7 @@ extern const rusm_bench_scenario rusm__bench_idle_memory;
 extern const rusm_bench_scenario rusm__bench_idle_memory_stackful;
 extern const rusm_bench_scenario rusm__bench_cascade;
 extern const rusm_bench_scenario rusm__bench_fault_recovery;
+extern const rusm_bench_scenario rusm__bench_timers;
 
 /* Tags the scenarios use among themselves (user range: top bit clear). */
 #define RUSM__BENCH_TAG_DONE UINT64_C(0x62656e6300000001)

@@ -148,7 +148,7 @@ int rusm_bench_run(const rusm_bench_scenario *s, const rusm_bench_opts *opts,
       out->baseline_p99_us = median_of(bruns, repeat, f_p99, scratch);
     }
   }
-  if (s->kind == RUSM_BENCH_MEMORY) {
+  if (s->kind == RUSM_BENCH_MEMORY || runs[0].bytes_per_process > 0) {
     out->has_memory = true;
     out->bytes_per_process = median_of(runs, repeat, f_bpp, scratch);
     for (uint32_t i = 0; i < repeat; i++)
@@ -177,6 +177,18 @@ static double ops_per_sec(const rusm_bench_sample *s) {
   return s->ns > 0 ? (double)s->ops * 1e9 / (double)s->ns : 0;
 }
 
+static const char *mem_per(const rusm_bench_result *r) {
+  return r->scenario && r->scenario->memory_per ? r->scenario->memory_per
+                                                : "process";
+}
+
+/* "bytes_per_process", "bytes_per_timer" ... */
+static const char *mem_key(const rusm_bench_result *r) {
+  static _Thread_local char key[48];
+  snprintf(key, sizeof key, "bytes_per_%s", mem_per(r));
+  return key;
+}
+
 static void json_run(rusm__sb *sb, const rusm_bench_result *r, uint32_t i) {
   const rusm_bench_sample *s = &r->runs[i];
   rusm__sb_printf(sb, "%s{", i ? "," : "");
@@ -187,8 +199,7 @@ static void json_run(rusm__sb *sb, const rusm_bench_result *r, uint32_t i) {
     rusm__sb_json_num(sb, false, "p99_us", s->p99_us, "%.3f");
   }
   if (r->has_memory) {
-    rusm__sb_json_num(sb, false, "bytes_per_process", s->bytes_per_process,
-                      "%.1f");
+    rusm__sb_json_num(sb, false, mem_key(r), s->bytes_per_process, "%.1f");
     rusm__sb_printf(sb, ",\"mappings\":%llu", (unsigned long long)s->mappings);
   }
   if (r->has_baseline && r->baseline_runs) {
@@ -219,8 +230,7 @@ int rusm_bench_to_json(const rusm_bench_result *r, const rusm_metrics *m,
     rusm__sb_json_num(&sb, false, "p99_us", r->p99_us, "%.3f");
   }
   if (r->has_memory) {
-    rusm__sb_json_num(&sb, false, "bytes_per_process", r->bytes_per_process,
-                      "%.1f");
+    rusm__sb_json_num(&sb, false, mem_key(r), r->bytes_per_process, "%.1f");
     rusm__sb_printf(&sb, ",\"mappings\":%llu,\"max_map_count\":%llu",
                     (unsigned long long)r->mappings,
                     (unsigned long long)r->max_map_count);
@@ -284,8 +294,8 @@ int rusm_bench_to_text(const rusm_bench_result *r, char *buf, size_t len) {
     rusm__sb_printf(&sb, "  ratio      %.2fx (rusm / baseline)\n", r->ratio);
   }
   if (r->has_memory) {
-    rusm__sb_printf(&sb, "  memory     %.1f bytes/process (RSS delta)\n",
-                    r->bytes_per_process);
+    rusm__sb_printf(&sb, "  memory     %.1f bytes/%s (RSS delta)\n",
+                    r->bytes_per_process, mem_per(r));
     rusm__sb_printf(&sb, "  mappings   %llu at peak (vm.max_map_count %llu)\n",
                     (unsigned long long)r->mappings,
                     (unsigned long long)r->max_map_count);

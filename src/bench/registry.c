@@ -16,6 +16,7 @@ static const rusm_bench_scenario *const scenarios[] = {
     &rusm__bench_idle_memory_stackful,
     &rusm__bench_cascade,
     &rusm__bench_fault_recovery,
+    &rusm__bench_timers,
 };
 
 size_t rusm_bench_count(void) { return sizeof scenarios / sizeof scenarios[0]; }

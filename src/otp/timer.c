@@ -188,7 +188,10 @@ void rusm__wheel_init(rusm__wheel *w, int64_t now_ns, int64_t tick_ns) {
 
 void rusm__wheel_add(rusm__wheel *w, rusm__timer *t, int64_t deadline_ns) {
   assert(!t->armed);
-  t->deadline_ns = deadline_ns;
+  /* Written only when it changes: an owner that set it before handing the
+   * timer over may have other threads reading it (timers.c). */
+  if (t->deadline_ns != deadline_ns)
+    t->deadline_ns = deadline_ns;
   /* Below now for a past deadline: place() puts it on the due slot. */
   t->expires = tick_ceil(w, deadline_ns);
   t->armed = true;

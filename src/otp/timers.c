@@ -35,9 +35,8 @@ typedef struct rusm__tentry {
   uint8_t owner;          /* scheduler index */
   uint8_t inline_payload; /* payload inline (else in buf) */
   uint8_t _pad;
-  uint32_t len;     /* payload length */
-  int64_t deadline; /* ns; written before the entry is pending */
-  uint32_t index;   /* position in the chunk table (its ref) */
+  uint32_t len;   /* payload length */
+  uint32_t index; /* position in the chunk table (its ref) */
   uint32_t _pad2;
   struct rusm__tentry *next;  /* add requests; free lists */
   struct rusm__tentry *cnext; /* cancel requests (an entry can be on the
@@ -48,7 +47,7 @@ typedef struct rusm__tentry {
   } u;
 } rusm__tentry;
 
-_Static_assert(sizeof(rusm__tentry) <= 128, "a timer stays within 128 bytes");
+_Static_assert(sizeof(rusm__tentry) <= 120, "a timer stays within 120 bytes");
 
 typedef struct rusm__timers {
   pthread_mutex_t lock;
@@ -198,7 +197,7 @@ void rusm__timers_run(rusm__sched *s, int64_t now) {
         atomic_exchange_explicit(&s->t_add, NULL, memory_order_acquire);
     while (add) {
       rusm__tentry *n = add->next;
-      rusm__wheel_add(&s->twheel, &add->t, add->deadline);
+      rusm__wheel_add(&s->twheel, &add->t, add->t.deadline_ns);
       add = n;
     }
     rusm__tentry *c =
@@ -266,7 +265,9 @@ static int arm(rusm_rt *rt, int64_t delay_ms, uint8_t kind, rusm_pid_t to,
     e->u.buf = buf;
   }
   memset(&e->t, 0, sizeof e->t);
-  e->deadline = rusm_now_ns() + delay_ms * 1000000;
+  /* the wheel leaves an equal deadline_ns untouched, so cancel may read it
+   * from any thread once it saw PENDING */
+  e->t.deadline_ns = rusm_now_ns() + delay_ms * 1000000;
   uint64_t st = atomic_load_explicit(&e->state, memory_order_relaxed);
   uint64_t gen = st >> 2;
   /* release: a cancel that sees PENDING sees the deadline */
@@ -277,7 +278,7 @@ static int arm(rusm_rt *rt, int64_t delay_ms, uint8_t kind, rusm_pid_t to,
   rusm__sched *me = rusm__tl.sched;
   if (me && me->rt == rt) {
     e->owner = (uint8_t)me->index;
-    rusm__wheel_add(&me->twheel, &e->t, e->deadline);
+    rusm__wheel_add(&me->twheel, &e->t, e->t.deadline_ns);
     return 0;
   }
   rusm__sched *s = rusm__pick_sched(rt, -1);
@@ -339,7 +340,7 @@ int64_t rusm_cancel_timer(rusm_rt *rt, rusm_timer_ref ref) {
           &e->state, &st, (st & ~UINT64_C(3)) | T_CANCELLED,
           memory_order_acq_rel, memory_order_relaxed))
     return RUSM_ENOTFOUND;
-  int64_t left = e->deadline - rusm_now_ns();
+  int64_t left = e->t.deadline_ns - rusm_now_ns();
   rusm__sched *s = rt->sched[e->owner % rt->nsched];
   if (rusm__tl.sched == s) {
     rusm__wheel_cancel(&s->twheel, &e->t);
