@@ -252,6 +252,9 @@ void rusm_msg_free(rusm_msg *m);
 #define RUSM_TAG_SYSTEM (UINT64_C(1) << 63)
 #define RUSM_TAG_EXIT (RUSM_TAG_SYSTEM | 1)
 #define RUSM_TAG_DOWN (RUSM_TAG_SYSTEM | 2)
+/* A user tag with this bit set is never shed by a bounded mailbox: use it
+ * for replies a caller blocks on (supervisor calls do). */
+#define RUSM_TAG_NOSHED (UINT64_C(1) << 62)
 
 /*
  * A receive filter. A message matches when (tag & mask) == value and, if
@@ -656,7 +659,10 @@ int rusm_sup_start(rusm_rt *rt, const rusm_sup_flags *flags,
 
 /* Stops a supervisor as its parent would (exit signal shutdown: children
  * stopped in reverse start order with their shutdown specs) and waits
- * until it is gone, or timeout_ms (-1: forever). */
+ * until it is gone, or timeout_ms (-1: forever). The caller is unlinked
+ * from it first, so a parent stopping its own supervisor survives. A
+ * supervisor calling itself gets RUSM_ECONTEXT. A supervisor started
+ * without a parent (no opts->link) is a root for rusm_rt_shutdown. */
 int rusm_sup_stop(rusm_rt *rt, rusm_pid_t sup, int64_t timeout_ms);
 
 int rusm_sup_start_child(rusm_rt *rt, rusm_pid_t sup,

@@ -61,8 +61,9 @@ static rusm_step sl_step(rusm_proc *p, void *state) {
         continue;
       }
       rusm_next n = ops->handle(p, p->state, m);
+      bool stop = apply(p, &n); /* first: a reason may point into m */
       rusm__free_node(m);
-      if (apply(p, &n))
+      if (stop)
         return stop_step(p);
     } else if (p->exit_pending) {
       continue;

@@ -135,7 +135,7 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
     COUNT(rt, dropped, 1);
     return 0;
   }
-  if (p->capacity && !(m->tag & RUSM_TAG_SYSTEM)) {
+  if (p->capacity && !(m->tag & (RUSM_TAG_SYSTEM | RUSM_TAG_NOSHED))) {
     /* Bounded mailbox: shed user messages past capacity. Racing senders
      * may overshoot by one message each, no more. */
     uint64_t queued = atomic_load_explicit(&p->msgs_in, memory_order_relaxed) -
@@ -270,9 +270,7 @@ int rusm_try_receive(rusm_proc *self, const rusm_filter *f, rusm_msg **out) {
   RUSM__INC(self->handled, 1);
   COUNT(self->rt, delivered, 1);
   rusm__charge(1);
-  *out = m;
-  if (self == rusm__tl.cur)
-    rusm__preempt_point();
+  *out = m; /* no yield after this: a kill meanwhile would lose m */
   return 0;
 }
 

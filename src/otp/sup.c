@@ -1134,6 +1134,9 @@ static int start_sup(rusm_rt *rt, const rusm_sup_flags *flags, uint32_t kind,
     so.scheduler = opts->scheduler;
     so.link = opts->link;
   }
+  /* A shed request would leave its caller waiting forever: requests are
+   * user messages, so the supervisor's mailbox is never bounded. */
+  so.mailbox_capacity = UINT32_MAX;
   rusm_ref mref = 0;
   so.monitor = true;
   so.monitor_ref = &mref;
@@ -1177,6 +1180,10 @@ static int start_sup(rusm_rt *rt, const rusm_sup_flags *flags, uint32_t kind,
   }
   if (rc == 0 && out)
     *out = pid;
+  /* No parent: a top-level supervisor of the application, stopped first
+   * (in reverse start order) by rusm_rt_shutdown. */
+  if (rc == 0 && !so.link)
+    rusm_rt_add_root(rt, pid);
   rusm__caller_leave(&c);
   return rc;
 undo:
