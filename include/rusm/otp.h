@@ -447,6 +447,13 @@ int rusm_exit_self(rusm_proc *self, rusm_reason reason);
  * process owns resources. Returns 0 or RUSM_ENOMEM. */
 int rusm_on_exit(rusm_proc *self, void (*fn)(void *arg), void *arg);
 
+/* Labels the calling process for observers ("supervisor", "acceptor"
+ * ...). label must be a static string (it is not copied); NULL clears. */
+void rusm_set_label(rusm_proc *self, const char *label);
+/* Reports memory the body holds outside the runtime's accounting (a Wasm
+ * instance's linear memory), for observers. */
+void rusm_set_memory(rusm_proc *self, uint64_t bytes);
+
 /* Charges n reductions to the running process (long native work should
  * call it so that it can be preempted at the next runtime call). */
 void rusm_consume(rusm_proc *self, uint32_t n);
@@ -689,6 +696,16 @@ typedef struct rusm_child_counts {
 } rusm_child_counts;
 int rusm_sup_count_children(rusm_rt *rt, rusm_pid_t sup,
                             rusm_child_counts *out);
+
+typedef struct rusm_sup_info {
+  rusm_sup_strategy strategy;
+  uint32_t intensity;
+  uint32_t period_ms;
+  bool dynamic;
+  uint64_t restarts; /* restarts done so far */
+  rusm_child_counts counts;
+} rusm_sup_info;
+int rusm_sup_info_get(rusm_rt *rt, rusm_pid_t sup, rusm_sup_info *out);
 
 /* A dynamic supervisor: one_for_one over many children made from one
  * template spec, each started with its own arg (the template's arg is

@@ -114,8 +114,9 @@ static int timers_run(const rusm_bench_env *env, rusm_bench_sample *out) {
     qsort(t.late, t.n, sizeof *t.late, cmp_i64);
     out->ops = t.n;
     out->ns = t.t_last - t0;
-    out->p50_us = (double)t.late[t.n / 2] / 1000.0;
-    out->p99_us = (double)t.late[(t.n * 99) / 100] / 1000.0;
+    uint64_t i50 = t.n / 2, i99 = (t.n * 99) / 100;
+    out->p50_us = (double)t.late[i50] / 1000.0;
+    out->p99_us = (double)t.late[i99] / 1000.0;
     /* arming took longer than the first delay: some had fired already,
      * and the figure would understate; report it only when it is clean */
     out->bytes_per_process =

@@ -29,6 +29,8 @@ static rusm_step sf_step(rusm_proc *p, void *state) {
           {RUSM_EXIT_CUSTOM, sizeof msg - 1, (const uint8_t *)msg}};
     }
     rusm__coro_init(&p->b.sf.coro, st, coro_entry, p);
+    atomic_store_explicit(&p->stack_bytes, (uint32_t)st.size,
+                          memory_order_relaxed);
   }
   p->b.sf.inside = true;
   rusm__coro_resume(&p->b.sf.coro, &s->coro_ctx);
@@ -202,7 +204,8 @@ void rusm_detach(rusm_proc *self) {
   if (!self || self != rusm__tl.cur || self->body != RUSM__B_ATTACHED)
     return;
   rusm__tl.cur = NULL;
-  rusm__drain(self);
-  rusm__proc_reap(self, self->exit_pending ? self->exit_code : RUSM_EXIT_NORMAL,
-                  NULL, 0);
+  if (rusm__drain(self))
+    rusm__reap_pending(self);
+  else
+    rusm__proc_reap(self, RUSM_EXIT_NORMAL, NULL, 0);
 }

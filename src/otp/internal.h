@@ -129,13 +129,19 @@ struct rusm_proc {
   const rusm_body_ops *ops;
   void *state;
   rusm__hook *hooks;          /* on_exit, LIFO */
-  rusm__reason_box *exit_box; /* pending exit reason bytes (or NULL) */
+  rusm__reason_box *exit_box; /* the body's own stop reason bytes */
+  rusm__reason_box *sig_box;  /* an exit signal's reason bytes */
   rusm_exit_code exit_code;   /* valid when exit_pending */
   bool exit_pending;
-  bool trap_exit;
-  rusm__links *lk;          /* links and monitors, allocated on first use */
-  char *_Atomic reg_name;   /* registered name (the registry's copy) */
-  _Atomic bool timer_armed; /* mirror of timer.armed, for thieves */
+  _Atomic bool trap_exit;      /* owner-written; relaxed reads by observers */
+  rusm__links *lk;             /* links and monitors, allocated on first use */
+  char *_Atomic reg_name;      /* registered name (the registry's copy) */
+  const char *_Atomic label;   /* rusm_set_label (static string) */
+  _Atomic uint64_t ext_memory; /* rusm_set_memory */
+  /* mirrors of the owner's table sizes, for observers */
+  _Atomic uint32_t n_links, n_mon_out, n_mon_in;
+  _Atomic uint32_t stack_bytes; /* stackful: the stack reserved */
+  _Atomic bool timer_armed;     /* mirror of timer.armed, for thieves */
   uint32_t slot;
   uint32_t gen;
   rusm__timer timer; /* the receive timeout, on the home wheel */
@@ -303,6 +309,7 @@ rusm_msg *rusm__exit_node(uint8_t kind, rusm_pid_t from, rusm_exit_code code,
 /* Pushes node m to pid (consumed either way). 0 or RUSM_ENOPROC. */
 int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 void rusm__act_on_signal(rusm_proc *p, rusm_msg *m);
+void rusm__lk_sync(rusm_proc *p);
 void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
                            const uint8_t *data, uint32_t len);
 void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m);

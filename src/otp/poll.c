@@ -53,10 +53,12 @@ int rusm__pollent_open(rusm__poller *pl, int fd, const rusm__pollent_ops *ops,
   rusm__pollent *e = fd_slot((uint32_t)fd, true);
   if (!e)
     return RUSM_ENOMEM;
-  /* relaxed: only the holder of descriptor fd opens its entry, and the
-   * descriptor was closed (after the entry was freed) before it came back
-   * to us, so the free state is ours to see. */
-  if (atomic_load_explicit(&e->pl, memory_order_relaxed) != NULL)
+  /* Only the holder of descriptor fd opens its entry, and the previous
+   * holder freed the entry before close() let the number come back to us.
+   * acquire: pairs with the release in rusm__pollent_close, so its resets
+   * come before our writes (the kernel orders them anyway; this says so
+   * to the compiler and to ThreadSanitizer). */
+  if (atomic_load_explicit(&e->pl, memory_order_acquire) != NULL)
     return RUSM_EBUSY;
   e->fd = fd;
   e->armed = 0;

@@ -54,14 +54,21 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
   atomic_store_explicit(&p->sched, s, memory_order_relaxed);
   p->hooks = NULL;
   p->exit_box = NULL;
+  p->sig_box = NULL;
   p->exit_pending = false;
   p->exit_code = RUSM_EXIT_NORMAL;
   atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
   memset(&p->timer, 0, sizeof p->timer);
   p->rq_next = NULL;
-  p->trap_exit = false;
+  atomic_store_explicit(&p->trap_exit, false, memory_order_relaxed);
   p->lk = NULL;
   atomic_store_explicit(&p->reg_name, NULL, memory_order_relaxed);
+  atomic_store_explicit(&p->label, NULL, memory_order_relaxed);
+  atomic_store_explicit(&p->ext_memory, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->stack_bytes, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->n_links, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->n_mon_out, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->n_mon_in, 0, memory_order_relaxed);
   if (opts && (opts->link || opts->monitor)) {
     rusm_proc *cur = rusm__tl.cur;
     int rc = !cur || cur->rt != rt ? RUSM_ECONTEXT : rusm__spawn_links(p, opts);
@@ -343,7 +350,7 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
     }
   }
   rusm__signals_on_exit(p, code, why.data, why.len);
-  p->trap_exit = false;
+  atomic_store_explicit(&p->trap_exit, false, memory_order_relaxed);
 
   uint64_t dropped = 0;
   while (p->inner_head) {
@@ -358,6 +365,8 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
     COUNT(rt, dropped, dropped);
   rusm__reason_free(p->exit_box);
   p->exit_box = NULL;
+  rusm__reason_free(p->sig_box);
+  p->sig_box = NULL;
   rusm__count_exit(rt, code);
 
   bool attached = p->body == RUSM__B_ATTACHED;
@@ -372,12 +381,11 @@ void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
     rusm__futex_wake(&rt->live, 1 << 30);
 }
 
-/* Reaps p for the exit signal it received (its reason bytes, if any, are
- * in exit_box with the same code). */
+/* Reaps p for the exit signal it received: the signal ends the process
+ * with its reason (R, whole), whatever the body was doing meanwhile. */
 void rusm__reap_pending(rusm_proc *p) {
-  rusm__reason_box *b = p->exit_box;
-  bool own = b && b->code == p->exit_code;
-  rusm__proc_reap(p, p->exit_code, own ? b->data : NULL, own ? b->len : 0);
+  rusm__reason_box *b = p->sig_box;
+  rusm__proc_reap(p, p->exit_code, b ? b->data : NULL, b ? b->len : 0);
 }
 
 /* ---- introspection -------------------------------------------------- */
@@ -387,6 +395,16 @@ rusm_pid_t rusm_self(const rusm_proc *self) {
 }
 rusm_rt *rusm_proc_rt(const rusm_proc *self) { return self ? self->rt : NULL; }
 rusm_proc *rusm_current(void) { return rusm__tl.cur; }
+
+void rusm_set_label(rusm_proc *self, const char *label) {
+  if (self)
+    atomic_store_explicit(&self->label, label, memory_order_relaxed);
+}
+
+void rusm_set_memory(rusm_proc *self, uint64_t bytes) {
+  if (self)
+    atomic_store_explicit(&self->ext_memory, bytes, memory_order_relaxed);
+}
 
 void rusm_consume(rusm_proc *self, uint32_t n) {
   if (self && self == rusm__tl.cur) {

@@ -40,7 +40,7 @@ int rusm__registry_init(rusm_rt *rt) {
   if (!r)
     return RUSM_ENOMEM;
   r->nbuckets = 64;
-  r->buckets = rusm__calloc(r->nbuckets, sizeof *r->buckets);
+  r->buckets = rusm__calloc(r->nbuckets, sizeof(entry *));
   if (!r->buckets) {
     rusm__free(r, sizeof *r);
     return RUSM_ENOMEM;
@@ -62,7 +62,7 @@ void rusm__registry_destroy(rusm_rt *rt) {
       r->buckets[i] = e->next;
       entry_free(e);
     }
-  rusm__free(r->buckets, r->nbuckets * sizeof *r->buckets);
+  rusm__free(r->buckets, r->nbuckets * sizeof(entry *));
   pthread_mutex_destroy(&r->lock);
   rusm__free(r, sizeof *r);
   rt->reg = NULL;
@@ -81,7 +81,7 @@ static entry **find(rusm__registry *r, const char *name, size_t len,
 
 static void grow(rusm__registry *r) {
   size_t n = r->nbuckets * 2;
-  entry **b = rusm__calloc(n, sizeof *b);
+  entry **b = rusm__calloc(n, sizeof(entry *));
   if (!b)
     return; /* keep the longer chains */
   for (size_t i = 0; i < r->nbuckets; i++)
@@ -91,7 +91,7 @@ static void grow(rusm__registry *r) {
       e->next = b[e->hash & (n - 1)];
       b[e->hash & (n - 1)] = e;
     }
-  rusm__free(r->buckets, r->nbuckets * sizeof *r->buckets);
+  rusm__free(r->buckets, r->nbuckets * sizeof(entry *));
   r->buckets = b;
   r->nbuckets = n;
 }

@@ -99,7 +99,10 @@ void rusm__enqueue(rusm__sched *s, rusm_proc *p) {
   pthread_mutex_unlock(&s->lock);
   if (rusm__tl.sched != s)
     rusm__wake_sched(s);
-  else if (len >= 2)
+  /* Work waits behind a running process (or queues up): let a sleeping
+   * scheduler come and look; it steals half of a queue of two or more, or
+   * the one waiting process of a scheduler stuck in a long native run. */
+  if (len >= 2 || atomic_load_explicit(&s->running, memory_order_relaxed))
     wake_a_thief(s->rt, s);
 }
 

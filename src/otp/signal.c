@@ -117,6 +117,17 @@ int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   return rc;
 }
 
+/* Mirrors table sizes for observers (relaxed: counts, not publication). */
+void rusm__lk_sync(rusm_proc *p) {
+  rusm__links *lk = p->lk;
+  atomic_store_explicit(&p->n_links, lk ? lk->links.len : 0,
+                        memory_order_relaxed);
+  atomic_store_explicit(&p->n_mon_out, lk ? lk->mon_out.len : 0,
+                        memory_order_relaxed);
+  atomic_store_explicit(&p->n_mon_in, lk ? lk->mon_in.len : 0,
+                        memory_order_relaxed);
+}
+
 /* The process's own tables, allocated on first use. */
 static rusm__links *tables(rusm_proc *p) {
   if (!p->lk) {
@@ -140,8 +151,8 @@ static void set_exit(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
   p->exit_pending = true;
   p->exit_code = code;
   if (len) {
-    rusm__reason_free(p->exit_box);
-    p->exit_box = rusm__reason_copy(code, data, len);
+    rusm__reason_free(p->sig_box);
+    p->sig_box = rusm__reason_copy(code, data, len);
   }
 }
 
@@ -156,12 +167,13 @@ static void exit_signal(rusm_proc *p, rusm_msg *m, bool linked) {
       rusm__free_node(m); /* unlinked meanwhile: no effect */
       return;
     }
+    rusm__lk_sync(p);
   } else if (code == RUSM_EXIT_KILL) {
     set_exit(p, RUSM_EXIT_KILLED, NULL, 0); /* untrappable */
     rusm__free_node(m);
     return;
   }
-  if (p->trap_exit) {
+  if (atomic_load_explicit(&p->trap_exit, memory_order_relaxed)) {
     to_message(p, m, RUSM_TAG_EXIT);
     return;
   }
@@ -214,6 +226,7 @@ void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
     /* Delivered only while the monitor is ours: after demonitor no Down. */
     if (p->lk && rusm__map_del(&p->lk->mon_out, ref, NULL)) {
       to_message(p, m, RUSM_TAG_DOWN);
+      rusm__lk_sync(p);
       return;
     }
     break;
@@ -221,6 +234,7 @@ void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
     break;
   }
   rusm__free_node(m);
+  rusm__lk_sync(p);
 }
 
 /* On the reaping path, after the process's resources are released. */
@@ -259,6 +273,7 @@ void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
   rusm__map_free(&lk->mon_in);
   rusm__free(lk, sizeof *lk);
   p->lk = NULL;
+  rusm__lk_sync(p);
 }
 
 static void call_dead(rusm_msg *m) {
@@ -333,7 +348,7 @@ int rusm_link(rusm_proc *self, rusm_pid_t pid) {
   if (!m)
     return RUSM_ENOMEM;
   if (rusm__push_signal(self->rt, pid, m) != 0) {
-    if (self->trap_exit) {
+    if (atomic_load_explicit(&self->trap_exit, memory_order_relaxed)) {
       rusm_msg *e =
           rusm__exit_node(RUSM__N_MSG, pid, RUSM_EXIT_NOPROC, NULL, 0);
       if (e) {
@@ -345,6 +360,7 @@ int rusm_link(rusm_proc *self, rusm_pid_t pid) {
     return RUSM_ENOPROC;
   }
   rusm__map_put(&lk->links, pid, 1);
+  rusm__lk_sync(self);
   return 0;
 }
 
@@ -354,6 +370,7 @@ int rusm_unlink(rusm_proc *self, rusm_pid_t pid) {
   rusm__charge(1);
   if (!self->lk || !rusm__map_del(&self->lk->links, pid, NULL))
     return 0;
+  rusm__lk_sync(self);
   rusm_msg *m = plain_node(RUSM__N_UNLINK, self->pid, 0);
   if (m)
     rusm__push_signal(self->rt, pid, m);
@@ -363,8 +380,8 @@ int rusm_unlink(rusm_proc *self, rusm_pid_t pid) {
 bool rusm_trap_exit(rusm_proc *self, bool on) {
   if (!is_self(self))
     return false;
-  bool old = self->trap_exit;
-  self->trap_exit = on;
+  bool old = atomic_load_explicit(&self->trap_exit, memory_order_relaxed);
+  atomic_store_explicit(&self->trap_exit, on, memory_order_relaxed);
   return old;
 }
 
@@ -389,6 +406,7 @@ int rusm_monitor(rusm_proc *self, rusm_pid_t pid, rusm_ref *out) {
     }
     rusm__mbox_push(&self->mbox, &d->node);
   }
+  rusm__lk_sync(self);
   *out = ref;
   return 0;
 }
@@ -405,6 +423,7 @@ int rusm_demonitor(rusm_proc *self, rusm_ref ref, unsigned flags) {
     if (m)
       rusm__push_signal(self->rt, target, m);
   }
+  rusm__lk_sync(self);
   if (flags & RUSM_DEMONITOR_FLUSH) {
     rusm__drain(self);
     rusm_msg *prev = NULL, *m = self->inner_head;
@@ -473,6 +492,8 @@ int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts) {
     if (opts->monitor_ref)
       *opts->monitor_ref = ref;
   }
+  rusm__lk_sync(self);
+  rusm__lk_sync(child);
   return 0;
 nomem:
   if (child->lk) {

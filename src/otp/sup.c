@@ -67,7 +67,8 @@ enum {
   OP_WHICH = 5,
   OP_COUNT = 6,
   OP_DYN_START = 7,
-  OP_DYN_TERMINATE = 8
+  OP_DYN_TERMINATE = 8,
+  OP_INFO = 9
 };
 
 typedef struct wire_req {
@@ -87,6 +88,7 @@ typedef struct wire_rep {
   rusm_pid_t pid;
   uint64_t total;
   rusm_child_counts counts;
+  rusm_sup_info info; /* OP_INFO */
 } wire_rep;
 
 /* ------------------------------------------------------------------ */
@@ -152,6 +154,7 @@ typedef struct sup {
   size_t scratch_cap;
   uint8_t *why; /* the reason being handled (exit reasons reuse it) */
   size_t why_cap;
+  uint64_t restarts_total; /* for rusm_sup_info_get */
 } sup;
 
 static void sup_free(void *arg) {
@@ -287,6 +290,7 @@ static bool add_restart(sup *s) {
   }
   s->ring[(s->ring_head + s->ring_len) % s->ring_cap] = now;
   s->ring_len++;
+  s->restarts_total++;
   return true;
 }
 
@@ -855,11 +859,18 @@ static void handle_req(sup *s, rusm_pid_t from, const wire_req *rq) {
   case OP_WHICH:
     do_which(s, from, rq);
     return;
-  case OP_COUNT: {
+  case OP_COUNT:
+  case OP_INFO: {
     wire_rep rep;
     memset(&rep, 0, sizeof rep);
     rep.ref = rq->ref;
     counts(s, &rep.counts);
+    rep.info.strategy = s->flags.strategy;
+    rep.info.intensity = s->flags.intensity;
+    rep.info.period_ms = s->flags.period_ms;
+    rep.info.dynamic = s->dynamic;
+    rep.info.restarts = s->restarts_total;
+    rep.info.counts = rep.counts;
     reply(s, from, &rep, sizeof rep);
     return;
   }
@@ -1040,6 +1051,7 @@ static int start_initial(sup *s) {
 static void sup_main(rusm_proc *self, void *arg) {
   rusm_pid_t starter = (rusm_pid_t)(uintptr_t)arg;
   rusm_trap_exit(self, true);
+  rusm_set_label(self, "supervisor"); /* observers find the tree by it */
   /* Watch the starter while it sends the specs, so that its death cannot
    * leave us waiting for them forever. */
   rusm_ref cmref = 0;
@@ -1397,6 +1409,19 @@ int rusm_sup_count_children(rusm_rt *rt, rusm_pid_t sup_pid,
   int rc = simple_call(rt, sup_pid, &rq, &rep);
   if (rc == 0)
     *out = rep.counts;
+  return rc;
+}
+
+int rusm_sup_info_get(rusm_rt *rt, rusm_pid_t sup_pid, rusm_sup_info *out) {
+  if (!out)
+    return RUSM_EINVAL;
+  wire_req rq;
+  memset(&rq, 0, sizeof rq);
+  rq.op = OP_INFO;
+  wire_rep rep;
+  int rc = simple_call(rt, sup_pid, &rq, &rep);
+  if (rc == 0)
+    *out = rep.info;
   return rc;
 }
 

@@ -61,7 +61,7 @@ int rusm__timers_init(rusm_rt *rt) {
   rusm__timers *T = rusm__calloc(1, sizeof *T);
   if (!T)
     return RUSM_ENOMEM;
-  T->chunks = rusm__calloc(MAX_CHUNKS, sizeof *T->chunks);
+  T->chunks = rusm__calloc(MAX_CHUNKS, sizeof(rusm__tentry *));
   if (!T->chunks) {
     rusm__free(T, sizeof *T);
     return RUSM_ENOMEM;
@@ -90,7 +90,7 @@ void rusm__timers_destroy(rusm_rt *rt) {
     }
     rusm__free(T->chunks[c], CHUNK * sizeof(rusm__tentry));
   }
-  rusm__free(T->chunks, MAX_CHUNKS * sizeof *T->chunks);
+  rusm__free(T->chunks, MAX_CHUNKS * sizeof(rusm__tentry *));
   pthread_mutex_destroy(&T->lock);
   rusm__free(T, sizeof *T);
   rt->timers = NULL;
