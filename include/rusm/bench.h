@@ -171,11 +171,13 @@ typedef struct rusm_bench_args {
   uint32_t schedulers;                 /* 0: one per core */
   bool json;
   bool metrics;
+  bool progress; /* a JSON line on stdout after each measured run */
 } rusm_bench_args;
 
 /*
  * Parses the words after `bench`: <scenario|all|list> [--n N] [--json]
- * [--repeat R] [--schedulers K] [--metrics] (also --opt=value; -h/--help).
+ * [--repeat R] [--schedulers K] [--metrics] [--progress] (also --opt=value;
+ * -h/--help).
  * argv is not modified and may be borrowed by *out. On error returns
  * RUSM_EINVAL and writes a one-line message into err (NUL-terminated).
  */

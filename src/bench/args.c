@@ -76,6 +76,8 @@ int rusm_bench_parse_args(int argc, char *const argv[], rusm_bench_args *out,
       out->json = true;
     } else if (strcmp(a, "--metrics") == 0) {
       out->metrics = true;
+    } else if (strcmp(a, "--progress") == 0) {
+      out->progress = true;
     } else if (take_value(argc, argv, &i, "--n", &v)) {
       if (parse_u64(v, 1, MAX_N, &num) < 0)
         return fail(err, errlen, "--n wants a whole number from 1 to %llu",

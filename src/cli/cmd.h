@@ -32,6 +32,7 @@ extern const size_t rusm__cli_verb_count;
 void rusm__cli_usage(FILE *to);
 
 int rusm__cmd_bench(int argc, char **argv);
+int rusm__cmd_top(int argc, char **argv);
 int rusm__cmd_help(int argc, char **argv);
 int rusm__cmd_version(int argc, char **argv);
 

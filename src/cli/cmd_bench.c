@@ -27,6 +27,7 @@ static void bench_usage(FILE *to) {
           "  --schedulers K    scheduler threads (default: one per core)\n"
           "  --json            one JSON object on the last line of stdout\n"
           "  --metrics         the runtime's metrics after the last run\n"
+          "  --progress        a JSON line on stdout after each measured run\n"
           "\n"
           "Exit status: 0 done, 1 a run failed, 2 bad arguments.\n",
           RUSM_BENCH_DEFAULT_REPEAT);
@@ -44,6 +45,26 @@ static void progress(void *arg, uint32_t index, const rusm_bench_sample *r,
   fprintf(stderr, "\n");
 }
 
+/* --progress: {"type":"progress","index":i,...} on stdout, flushed, so a
+ * parent (the dashboard) can stream it. */
+static void progress_json(void *arg, uint32_t index, const rusm_bench_sample *r,
+                          const rusm_bench_sample *b) {
+  const rusm_bench_args *a = arg;
+  double ops = r->ns > 0 ? (double)r->ops * 1e9 / (double)r->ns : 0;
+  printf("{\"type\":\"progress\",\"scenario\":\"%s\",\"index\":%u,"
+         "\"ops_per_sec\":%.1f",
+         a->scenario ? a->scenario->name : "", index, ops);
+  if (b && b->ns > 0)
+    printf(",\"baseline_ops_per_sec\":%.1f",
+           (double)b->ops * 1e9 / (double)b->ns);
+  if (r->p50_us > 0 || r->p99_us > 0)
+    printf(",\"p50_us\":%.3f,\"p99_us\":%.3f", r->p50_us, r->p99_us);
+  if (r->bytes_per_process > 0)
+    printf(",\"bytes\":%.1f", r->bytes_per_process);
+  printf("}\n");
+  fflush(stdout);
+}
+
 static int run_scenario(const rusm_bench_args *a, const rusm_bench_scenario *s,
                         rusm_bench_result *res, rusm_metrics *metrics) {
   rusm_bench_opts o;
@@ -52,7 +73,10 @@ static int run_scenario(const rusm_bench_args *a, const rusm_bench_scenario *s,
   o.repeat = a->repeat;
   o.schedulers = a->schedulers;
   o.metrics = metrics;
-  if (isatty(STDERR_FILENO)) {
+  if (a->progress) {
+    o.on_run = progress_json;
+    o.on_run_arg = (void *)a;
+  } else if (isatty(STDERR_FILENO)) {
     o.on_run = progress;
     o.on_run_arg = (void *)a;
     fprintf(stderr, "%s ...\n", s->name);
