@@ -104,7 +104,9 @@ typedef enum rusm_exit_code {
   RUSM_EXIT_NOCONNECTION = 4, /* reserved for the cluster */
   RUSM_EXIT_TRAP = 5,         /* a Wasm guest trapped (detail: message) */
   RUSM_EXIT_CUSTOM = 6,       /* user reason: detail bytes */
-  RUSM_EXIT_KILL = 7,         /* only as a signal: exit(pid, kill) */
+  RUSM_EXIT_KILL = 7,         /* as a signal (exit(pid, kill)): untrappable;
+                               * as a process's own reason (Erlang's
+                               * exit(kill)): an ordinary reason */
   RUSM_EXIT__COUNT
 } rusm_exit_code;
 
@@ -478,7 +480,8 @@ bool rusm_trap_exit(rusm_proc *self, bool on);
 int rusm_monitor(rusm_proc *self, rusm_pid_t pid, rusm_ref *out);
 
 #define RUSM_DEMONITOR_FLUSH 1u /* also drop a Down already queued */
-/* Removes a monitor: no Down for ref is received after this returns.
+/* Removes a monitor: no Down for ref arrives after this returns; one
+ * already fetched into the mailbox stays unless RUSM_DEMONITOR_FLUSH.
  * Returns 1 when the monitor was active, 0 when it was not (already fired
  * or unknown). */
 int rusm_demonitor(rusm_proc *self, rusm_ref ref, unsigned flags);
