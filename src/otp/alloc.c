@@ -46,7 +46,26 @@ static void account(int64_t bytes, int64_t count) {
       memory_order_relaxed);
 }
 
+/* fault injection: when on, allocations left before they start failing */
+static _Atomic bool g_fail_on;
+static _Atomic int64_t g_fail_left;
+
+void rusm__test_fail_allocs(int64_t after) {
+  atomic_store_explicit(&g_fail_left, after, memory_order_relaxed);
+  atomic_store_explicit(&g_fail_on, after >= 0, memory_order_relaxed);
+}
+
+static inline bool injected_failure(void) {
+  if (__builtin_expect(!atomic_load_explicit(&g_fail_on, memory_order_relaxed),
+                       1))
+    return false;
+  /* relaxed: a test knob, not a synchronisation point */
+  return atomic_fetch_sub_explicit(&g_fail_left, 1, memory_order_relaxed) <= 0;
+}
+
 void *rusm__alloc(size_t size) {
+  if (injected_failure())
+    return NULL;
   void *p = malloc(size ? size : 1);
   if (p)
     account((int64_t)size, 1);
@@ -54,6 +73,8 @@ void *rusm__alloc(size_t size) {
 }
 
 void *rusm__calloc(size_t n, size_t size) {
+  if (injected_failure())
+    return NULL;
   void *p = calloc(n ? n : 1, size ? size : 1);
   if (p)
     account((int64_t)(n * size), 1);
@@ -61,6 +82,8 @@ void *rusm__calloc(size_t n, size_t size) {
 }
 
 void *rusm__alloc_aligned(size_t align, size_t size) {
+  if (injected_failure())
+    return NULL;
   void *p = aligned_alloc(align, size ? size : align);
   if (p)
     account((int64_t)size, 1);
@@ -167,6 +190,8 @@ void *rusm__pool_alloc(size_t size) {
   int c = pool_class(size);
   if (c < 0)
     return rusm__alloc(size);
+  if (injected_failure())
+    return NULL;
   ptls *t = &t_pool;
   pblock *b = t->head[c];
   if (!b) {

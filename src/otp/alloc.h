@@ -25,6 +25,11 @@ void *rusm__calloc(size_t n, size_t size);
 void *rusm__alloc_aligned(size_t align, size_t size);
 void rusm__free(void *ptr, size_t size);
 
+/* Test hook (fault injection): after `after` more successful runtime
+ * allocations, every allocation fails until reset with -1. Costs one
+ * relaxed load per allocation when off. */
+void rusm__test_fail_allocs(int64_t after);
+
 /* Sum over every thread that ever allocated. */
 void rusm__alloc_totals(rusm__alloc_stats *out);
 
