@@ -135,6 +135,17 @@ void rusm__schedule(rusm_proc *p) {
   }
   rusm__sched *home = atomic_load_explicit(&p->sched, memory_order_relaxed);
   rusm__sched *me = rusm__tl.sched;
+  if (me && me != home && me->rt == home->rt && rusm__tl.cur &&
+      rusm__tl.cur != p &&
+      atomic_load_explicit(&home->sleeping, memory_order_relaxed) &&
+      !atomic_load_explicit(&p->timer_armed, memory_order_relaxed)) {
+    /* Its home sleeps: rather than pay a futex wake (and a cold cache),
+     * take it over, as a thief would. Processes that talk to each other
+     * end up on one scheduler; idle ones steal the surplus back. A process
+     * with an armed receive timer stays home (its timer lives there). */
+    atomic_store_explicit(&p->sched, me, memory_order_relaxed);
+    home = me;
+  }
   if (me == home && rusm__tl.cur && rusm__tl.cur != p) {
     /* woken by the running process on its own scheduler: run it next */
     atomic_store_explicit(&p->status, RUSM_STATUS_RUNNABLE,
