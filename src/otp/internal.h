@@ -87,6 +87,7 @@ typedef struct rusm__reason_box {
 enum {
   RUSM__P_EXITED = 1u << 0,   /* reaped or being reaped: sends are dropped */
   RUSM__P_ATTACHED = 1u << 1, /* an embedding thread, not scheduled */
+  RUSM__P_DYING = 1u << 2,    /* reaping began: its name is going */
 };
 
 enum rusm__body_kind {

@@ -45,7 +45,8 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
   atomic_store_explicit(&p->shed, 0, memory_order_relaxed);
   uint32_t cap = opts && opts->mailbox_capacity ? opts->mailbox_capacity
                                                 : rt->opts.mailbox_capacity;
-  p->capacity = cap == UINT32_MAX ? 0 : cap;
+  /* attached threads (the embedding program) are never bounded */
+  p->capacity = cap == UINT32_MAX || p->body == RUSM__B_ATTACHED ? 0 : cap;
   atomic_store_explicit(&p->handled, 0, memory_order_relaxed);
   atomic_store_explicit(&p->reductions, 0, memory_order_relaxed);
   atomic_store_explicit(&p->flags,
@@ -299,17 +300,20 @@ int rusm_on_exit(rusm_proc *self, void (*fn)(void *arg), void *arg) {
 void rusm__proc_reap(rusm_proc *p, rusm_exit_code code, const uint8_t *data,
                      uint32_t len) {
   rusm_rt *rt = p->rt;
-  /* seq_cst: senders that see the flag drop their message instead; and
-   * the Dekker pair with rusm_register (flag here, then the name). */
-  atomic_fetch_or_explicit(&p->flags, RUSM__P_EXITED, memory_order_seq_cst);
+  /* The name goes before the process is seen dead (Erlang: after a Down,
+   * whereis no longer finds it). seq_cst: DYING here, then the name, is
+   * the Dekker pair of rusm_register (name, then the flags). */
+  atomic_fetch_or_explicit(&p->flags, RUSM__P_DYING, memory_order_seq_cst);
+  if (atomic_load_explicit(&p->reg_name, memory_order_seq_cst))
+    rusm__registry_release(p);
+  /* release: senders that see EXITED drop their message instead */
+  atomic_fetch_or_explicit(&p->flags, RUSM__P_EXITED, memory_order_release);
   atomic_store_explicit(&p->status, RUSM_STATUS_EXITING, memory_order_relaxed);
   rusm__sched *s = atomic_load_explicit(&p->sched, memory_order_relaxed);
   if (p->timer.armed && s)
     rusm__wheel_cancel(&s->wheel, &p->timer);
   atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
 
-  if (atomic_load_explicit(&p->reg_name, memory_order_seq_cst))
-    rusm__registry_release(p);
   rusm_reason why = {code, len, len ? data : NULL};
   while (p->hooks) {
     rusm__hook *h = p->hooks;

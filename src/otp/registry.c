@@ -127,10 +127,15 @@ int rusm_register(rusm_rt *rt, const char *name, rusm_pid_t pid) {
   rusm__registry *r = rt->reg;
   uint64_t h = hash_name(name, len);
   entry *e = rusm__alloc(sizeof *e + len + 1);
+  if (e) {
+    e->len = len; /* entry_free needs it on every path */
+    e->next = NULL;
+  }
   int rc = 0;
   pthread_mutex_lock(&r->lock);
   entry **pp = find(r, name, len, h);
-  if (rusm__exited(p))
+  if (atomic_load_explicit(&p->flags, memory_order_acquire) &
+      (RUSM__P_EXITED | RUSM__P_DYING))
     rc = RUSM_ENOPROC;
   else if (*pp)
     rc = RUSM_EEXIST;
@@ -152,7 +157,7 @@ int rusm_register(rusm_rt *rt, const char *name, rusm_pid_t pid) {
      * registered, one of us sees the other and the name goes. */
     atomic_store_explicit(&p->reg_name, (*pp)->name, memory_order_seq_cst);
     if (atomic_load_explicit(&p->flags, memory_order_seq_cst) &
-        RUSM__P_EXITED) {
+        (RUSM__P_EXITED | RUSM__P_DYING)) {
       remove_locked(rt, r, pp);
       rc = RUSM_ENOPROC;
     } else if (r->count > r->nbuckets) {

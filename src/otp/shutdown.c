@@ -45,19 +45,22 @@ static int64_t left_ms(int64_t deadline) {
   return l > 0 ? l : 0;
 }
 
-/* Waits for the Down of ref until deadline; true when it came. */
+static bool is_down_of(const rusm_msg *m, void *arg) {
+  rusm_down_info d;
+  return rusm_msg_down(m, &d) == 0 && d.ref == *(const rusm_ref *)arg;
+}
+
+/* Waits for the Down of ref until deadline; true when it came. Other
+ * messages of the caller stay queued. */
 static bool await_down(rusm_proc *me, rusm_ref ref, int64_t deadline) {
-  for (;;) {
-    rusm_msg *m;
-    rusm_filter f = rusm_filter_tag(RUSM_TAG_DOWN);
-    if (rusm_receive(me, &f, left_ms(deadline), &m) != 0)
-      return false;
-    rusm_down_info d;
-    bool ours = rusm_msg_down(m, &d) == 0 && d.ref == ref;
-    rusm_msg_free(m);
-    if (ours)
-      return true;
-  }
+  rusm_msg *m;
+  rusm_filter f = rusm_filter_tag(RUSM_TAG_DOWN);
+  f.pred = is_down_of;
+  f.pred_arg = &ref;
+  if (rusm_receive(me, &f, left_ms(deadline), &m) != 0)
+    return false;
+  rusm_msg_free(m);
+  return true;
 }
 
 /* Calls fn(p) for every live, non-attached process (holding a ref). */

@@ -184,6 +184,18 @@ static void fire(rusm__timer *t, void *ctx) {
   entry_release(rt->timers, e);
 }
 
+/* Files the timers other threads armed on s. */
+static void file_adds(rusm__sched *s) {
+  /* acquire: pairs with the pushers' release; we see their entries */
+  rusm__tentry *add =
+      atomic_exchange_explicit(&s->t_add, NULL, memory_order_acquire);
+  while (add) {
+    rusm__tentry *n = add->next;
+    rusm__wheel_add(&s->twheel, &add->t, add->t.deadline_ns);
+    add = n;
+  }
+}
+
 bool rusm__timers_pending_requests(rusm__sched *s) {
   return atomic_load_explicit(&s->t_add, memory_order_relaxed) ||
          atomic_load_explicit(&s->t_cancel, memory_order_relaxed);
@@ -192,16 +204,14 @@ bool rusm__timers_pending_requests(rusm__sched *s) {
 void rusm__timers_run(rusm__sched *s, int64_t now) {
   rusm__timers *T = s->rt->timers;
   if (rusm__timers_pending_requests(s)) {
-    /* acquire: pairs with the pushers' release; we see their entries */
-    rusm__tentry *add =
-        atomic_exchange_explicit(&s->t_add, NULL, memory_order_acquire);
-    while (add) {
-      rusm__tentry *n = add->next;
-      rusm__wheel_add(&s->twheel, &add->t, add->t.deadline_ns);
-      add = n;
-    }
+    /* Cancels first, then adds: an entry's add was pushed before its
+     * cancel, so once we hold the cancel, the add stack we take next holds
+     * the add too, and every cancelled entry is filed before it is
+     * unlinked and freed (freeing one still on the add stack would cut
+     * the stack). acquire: pairs with the pushers' release. */
     rusm__tentry *c =
         atomic_exchange_explicit(&s->t_cancel, NULL, memory_order_acquire);
+    file_adds(s);
     while (c) {
       rusm__tentry *n = c->cnext;
       rusm__wheel_cancel(&s->twheel, &c->t);
@@ -343,6 +353,7 @@ int64_t rusm_cancel_timer(rusm_rt *rt, rusm_timer_ref ref) {
   int64_t left = e->t.deadline_ns - rusm_now_ns();
   rusm__sched *s = rt->sched[e->owner % rt->nsched];
   if (rusm__tl.sched == s) {
+    file_adds(s); /* it may still wait on the add stack */
     rusm__wheel_cancel(&s->twheel, &e->t);
     entry_release(T, e);
   } else {
