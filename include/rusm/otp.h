@@ -34,12 +34,23 @@ enum {
   RUSM_ENOPROC = -3,    /* no such process (dead, stale or never existed) */
   RUSM_ETIMEDOUT = -4,  /* a receive deadline passed with no match */
   RUSM_ESHUTDOWN = -5,  /* the runtime is shutting down */
-  RUSM_ELIMIT = -6,     /* process table full (RUSM_MAX_* or opts limit) */
+  RUSM_ELIMIT = -6,     /* a limit was reached (process table, files) */
   RUSM_ECONTEXT = -7,   /* called outside the process context it needs */
   RUSM_ESYS = -8,       /* an OS call failed (errno kept where useful) */
   RUSM_EEXIST = -9,     /* already exists (names, attachments) */
   RUSM_ENOTFOUND = -10, /* no such name / entry */
-  RUSM_EBUSY = -11      /* in use (a process that already has a name) */
+  RUSM_EBUSY = -11,     /* in use (a process that already has a name) */
+  /* sockets (rusm/tcp.h) */
+  RUSM_ECONNREFUSED = -100,  /* nobody listens there */
+  RUSM_ECONNRESET = -101,    /* the peer reset the connection */
+  RUSM_EPIPE = -102,         /* writing to a connection the peer closed */
+  RUSM_EADDRINUSE = -103,    /* the address is taken */
+  RUSM_EADDRNOTAVAIL = -104, /* no such local address / no port left */
+  RUSM_ECLOSED = -105,       /* the socket is closed (or failed before) */
+  RUSM_EMFILE = -106,        /* out of file descriptors */
+  RUSM_ENOBUFS = -107,       /* the socket's send queue is full */
+  RUSM_EUNREACH = -108,      /* network or host unreachable */
+  RUSM_ECONNTIMEDOUT = -109  /* the connection timed out */
 };
 
 /* A static, human-readable string for an error code (never NULL). */

@@ -41,21 +41,10 @@ extern "C" {
 /* Errors (in addition to otp.h's)                                     */
 /* ------------------------------------------------------------------ */
 
-enum {
-  RUSM_ECONNREFUSED = -100,  /* nobody listens there */
-  RUSM_ECONNRESET = -101,    /* the peer reset the connection */
-  RUSM_EPIPE = -102,         /* writing to a connection the peer closed */
-  RUSM_EADDRINUSE = -103,    /* the address is taken */
-  RUSM_EADDRNOTAVAIL = -104, /* no such local address / no port left */
-  RUSM_ECLOSED = -105,       /* the socket is closed (or failed before) */
-  RUSM_EMFILE = -106,        /* out of file descriptors */
-  RUSM_ENOBUFS = -107,       /* the socket's send queue is full */
-  RUSM_EUNREACH = -108,      /* network or host unreachable */
-  RUSM_ECONNTIMEDOUT = -109  /* the connection timed out (keepalive,
-                              * retransmissions) */
-};
+/* The TCP error codes (RUSM_ECONNREFUSED ... RUSM_ECONNTIMEDOUT, -100 to
+ * -109) are in rusm/otp.h with the others; rusm_strerror() knows them. */
 
-/* Like rusm_strerror() / rusm_err_name(), knowing the codes above too. */
+/* Same as rusm_strerror() / rusm_err_name() (kept for symmetry). */
 const char *rusm_tcp_strerror(int err);
 const char *rusm_tcp_err_name(int err);
 
@@ -179,7 +168,7 @@ int rusm_tcp_connect(rusm_proc *self, const char *host, uint16_t port,
                      int64_t timeout_ms, rusm_sock **out);
 
 /*
- * Receives up to len bytes (stackful owners and attached threads),
+ * Receives up to len (> 0) bytes (stackful owners and attached threads),
  * waiting up to timeout_ms (-1: forever; 0: only what is there).
  * Returns the byte count (> 0), 0 at end of stream, or RUSM_ETIMEDOUT,
  * RUSM_ECONNRESET, RUSM_ECLOSED, RUSM_ECONTEXT (a stackless owner: data

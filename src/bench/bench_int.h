@@ -21,6 +21,15 @@ extern const rusm_bench_scenario rusm__bench_idle_memory_stackful;
 extern const rusm_bench_scenario rusm__bench_cascade;
 extern const rusm_bench_scenario rusm__bench_fault_recovery;
 extern const rusm_bench_scenario rusm__bench_timers;
+extern const rusm_bench_scenario rusm__bench_connection_storm;
+extern const rusm_bench_scenario rusm__bench_connection_scale;
+#ifdef RUSM_HAVE_WASM /* Wasm scenarios (RUSM_WASM), wasm_common.c helpers */
+#include "rusm/wasm.h"
+extern const rusm_bench_scenario rusm__bench_module_storm;
+extern const rusm_bench_scenario rusm__bench_wasm_ping_pong;
+extern const rusm_bench_scenario rusm__bench_fairness;
+extern const rusm_bench_scenario rusm__bench_wasm_idle_memory;
+#endif
 
 /* Tags the scenarios use among themselves (user range: top bit clear). */
 #define RUSM__BENCH_TAG_DONE UINT64_C(0x62656e6300000001)
@@ -49,6 +58,23 @@ void rusm__bench_detach(rusm__bench_waiter *w);
 /* Sends tag with an int32 status payload (what rusm__bench_await reads). */
 int rusm__bench_send_status(rusm_rt *rt, rusm_pid_t to, uint64_t tag,
                             int32_t status);
+
+#ifdef RUSM_HAVE_WASM
+/* build/guests/c/<name>.wasm (or under $RUSM_GUESTS_DIR) into buf. */
+int rusm__bench_guest_path(const char *name, char *buf, size_t len);
+/* A Wasm host on rt (opts may be NULL) with guest <name> loaded; says on
+ * stderr what is missing. Release both with rusm__bench_wasm_close. */
+int rusm__bench_wasm_open(rusm_rt *rt, const rusm_wasm_opts *opts,
+                          const char *guest, rusm_wasm **w,
+                          rusm_wasm_module **m);
+void rusm__bench_wasm_close(rusm_wasm *w, rusm_wasm_module *m);
+/* rusm_wasm_spawn of entry with arg and caps, default options else. */
+int rusm__bench_wasm_spawn(rusm_wasm_module *m, const char *entry,
+                           const void *arg, size_t len, uint32_t caps,
+                           rusm_pid_t *out);
+/* The next message tagged tag (RUSM_BENCH_WAIT_MS guard); caller frees. */
+int rusm__bench_take(rusm__bench_waiter *w, uint64_t tag, rusm_msg **out);
+#endif
 
 /*
  * A start gate for baseline threads: they block in wait() until open(), so

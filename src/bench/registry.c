@@ -17,6 +17,14 @@ static const rusm_bench_scenario *const scenarios[] = {
     &rusm__bench_cascade,
     &rusm__bench_fault_recovery,
     &rusm__bench_timers,
+    &rusm__bench_connection_storm,
+    &rusm__bench_connection_scale,
+#ifdef RUSM_HAVE_WASM
+    &rusm__bench_module_storm,
+    &rusm__bench_wasm_ping_pong,
+    &rusm__bench_fairness,
+    &rusm__bench_wasm_idle_memory,
+#endif
 };
 
 size_t rusm_bench_count(void) { return sizeof scenarios / sizeof scenarios[0]; }

@@ -137,6 +137,8 @@ static int cmd_run(const rusm_bench_args *a) {
   }
   free(metrics);
   fflush(stdout);
+  if (rc == RUSM_ELIMIT) /* N does not fit this machine (open files ...) */
+    return RUSM__CLI_USAGE;
   return rc == 0 ? RUSM__CLI_OK : RUSM__CLI_FAILED;
 }
 

@@ -48,10 +48,18 @@ static void account(int64_t bytes, int64_t count) {
 
 /* fault injection: when on, allocations left before they start failing */
 static _Atomic bool g_fail_on;
+static _Atomic bool g_fail_once;
 static _Atomic int64_t g_fail_left;
 
 void rusm__test_fail_allocs(int64_t after) {
   atomic_store_explicit(&g_fail_left, after, memory_order_relaxed);
+  atomic_store_explicit(&g_fail_once, false, memory_order_relaxed);
+  atomic_store_explicit(&g_fail_on, after >= 0, memory_order_relaxed);
+}
+
+void rusm__test_fail_one_alloc(int64_t after) {
+  atomic_store_explicit(&g_fail_left, after, memory_order_relaxed);
+  atomic_store_explicit(&g_fail_once, true, memory_order_relaxed);
   atomic_store_explicit(&g_fail_on, after >= 0, memory_order_relaxed);
 }
 
@@ -60,7 +68,11 @@ static inline bool injected_failure(void) {
                        1))
     return false;
   /* relaxed: a test knob, not a synchronisation point */
-  return atomic_fetch_sub_explicit(&g_fail_left, 1, memory_order_relaxed) <= 0;
+  int64_t left =
+      atomic_fetch_sub_explicit(&g_fail_left, 1, memory_order_relaxed);
+  if (atomic_load_explicit(&g_fail_once, memory_order_relaxed))
+    return left == 0;
+  return left <= 0;
 }
 
 void *rusm__alloc(size_t size) {
@@ -245,6 +257,51 @@ void rusm__pool_free(void *ptr, size_t size) {
     t->count[c] -= MAG;
     depot_put(c, mag);
   }
+}
+
+/* ---- unsized: a header holds the size ---- */
+
+#define XHDR 16 /* keeps malloc's 16-byte alignment */
+
+void *rusm__xmalloc(size_t size) {
+  if (size > SIZE_MAX - XHDR)
+    return NULL;
+  uint8_t *p = rusm__alloc(size + XHDR);
+  if (!p)
+    return NULL;
+  memcpy(p, &size, sizeof size);
+  return p + XHDR;
+}
+
+void *rusm__xcalloc(size_t n, size_t size) {
+  if (size && n > (SIZE_MAX - XHDR) / size)
+    return NULL;
+  uint8_t *p = rusm__xmalloc(n * size);
+  if (p)
+    memset(p, 0, n * size);
+  return p;
+}
+
+void rusm__xfree(void *ptr) {
+  if (!ptr)
+    return;
+  uint8_t *p = (uint8_t *)ptr - XHDR;
+  size_t size;
+  memcpy(&size, p, sizeof size);
+  rusm__free(p, size + XHDR);
+}
+
+void *rusm__xrealloc(void *ptr, size_t size) {
+  if (!ptr)
+    return rusm__xmalloc(size);
+  uint8_t *q = rusm__xmalloc(size);
+  if (!q)
+    return NULL; /* ptr stays valid, as realloc's contract */
+  size_t old;
+  memcpy(&old, (uint8_t *)ptr - XHDR, sizeof old);
+  memcpy(q, ptr, old < size ? old : size);
+  rusm__xfree(ptr);
+  return q;
 }
 
 void rusm__alloc_totals(rusm__alloc_stats *out) {

@@ -25,10 +25,21 @@ void *rusm__calloc(size_t n, size_t size);
 void *rusm__alloc_aligned(size_t align, size_t size);
 void rusm__free(void *ptr, size_t size);
 
+/* Unsized variants for modules that keep no sizes (supervisor tables):
+ * a 16-byte header remembers the size. Same accounting, same fault
+ * injection. rusm__xfree(NULL) is a no-op. */
+void *rusm__xmalloc(size_t size);
+void *rusm__xcalloc(size_t n, size_t size);
+void *rusm__xrealloc(void *ptr, size_t size);
+void rusm__xfree(void *ptr);
+
 /* Test hook (fault injection): after `after` more successful runtime
  * allocations, every allocation fails until reset with -1. Costs one
  * relaxed load per allocation when off. */
 void rusm__test_fail_allocs(int64_t after);
+/* Test hook: only the allocation after `after` more fails (a transient
+ * shortage), then allocations work again. */
+void rusm__test_fail_one_alloc(int64_t after);
 
 /* Sum over every thread that ever allocated. */
 void rusm__alloc_totals(rusm__alloc_stats *out);

@@ -17,12 +17,22 @@ static const err_entry k_errs[] = {
     {RUSM_ENOPROC, "RUSM_ENOPROC", "no such process"},
     {RUSM_ETIMEDOUT, "RUSM_ETIMEDOUT", "timed out"},
     {RUSM_ESHUTDOWN, "RUSM_ESHUTDOWN", "runtime is shutting down"},
-    {RUSM_ELIMIT, "RUSM_ELIMIT", "process table full"},
+    {RUSM_ELIMIT, "RUSM_ELIMIT", "a limit was reached"},
     {RUSM_ECONTEXT, "RUSM_ECONTEXT", "not allowed in this context"},
     {RUSM_ESYS, "RUSM_ESYS", "system call failed"},
     {RUSM_EEXIST, "RUSM_EEXIST", "already exists"},
     {RUSM_ENOTFOUND, "RUSM_ENOTFOUND", "not found"},
     {RUSM_EBUSY, "RUSM_EBUSY", "resource busy"},
+    {RUSM_ECONNREFUSED, "RUSM_ECONNREFUSED", "connection refused"},
+    {RUSM_ECONNRESET, "RUSM_ECONNRESET", "connection reset by peer"},
+    {RUSM_EPIPE, "RUSM_EPIPE", "broken pipe"},
+    {RUSM_EADDRINUSE, "RUSM_EADDRINUSE", "address already in use"},
+    {RUSM_EADDRNOTAVAIL, "RUSM_EADDRNOTAVAIL", "address not available"},
+    {RUSM_ECLOSED, "RUSM_ECLOSED", "socket closed"},
+    {RUSM_EMFILE, "RUSM_EMFILE", "too many open files"},
+    {RUSM_ENOBUFS, "RUSM_ENOBUFS", "send queue full"},
+    {RUSM_EUNREACH, "RUSM_EUNREACH", "network or host unreachable"},
+    {RUSM_ECONNTIMEDOUT, "RUSM_ECONNTIMEDOUT", "connection timed out"},
 };
 
 static const err_entry *find(int err) {

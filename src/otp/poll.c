@@ -112,8 +112,8 @@ void rusm__pollent_close(rusm__pollent *e) {
   int fd = e->fd;
   /* Explicitly: a registration outlives close() while a duplicate of the
    * descriptor lives (a fork()ed child's copy). */
-  if (e->registered)
-    epoll_ctl(pl->epfd, EPOLL_CTL_DEL, fd, NULL);
+  if (e->registered) /* failing, it is still removed by the last close */
+    (void)epoll_ctl(pl->epfd, EPOLL_CTL_DEL, fd, NULL);
   e->fd = -1;
   e->registered = false;
   e->armed = 0;

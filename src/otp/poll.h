@@ -82,7 +82,7 @@ struct rusm__poller {
 };
 
 /* Size of a scheduler's read buffer (rusm__poller_buf). */
-#define RUSM__POLL_BUF (64 * 1024)
+#define RUSM__POLL_BUF ((size_t)64 * 1024)
 
 /* The runtime's poller, created (thread and all) on the first call.
  * Callable from any thread. 0, RUSM_ESHUTDOWN (runtime closing),

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "otp/alloc.h"
 #include "otp/call.h"
 #include "rusm/otp.h"
 
@@ -159,13 +160,13 @@ typedef struct sup {
 
 static void sup_free(void *arg) {
   sup *s = arg;
-  free(s->kids);
-  free(s->map);
-  free(s->pend);
-  free(s->ring);
-  free(s->scratch);
-  free(s->why);
-  free(s);
+  rusm__xfree(s->kids);
+  rusm__xfree(s->map);
+  rusm__xfree(s->pend);
+  rusm__xfree(s->ring);
+  rusm__xfree(s->scratch);
+  rusm__xfree(s->why);
+  rusm__xfree(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -218,7 +219,7 @@ static void *grow(void *p, size_t *cap, size_t need, size_t elem) {
   size_t n = *cap ? *cap : 8;
   while (n < need)
     n *= 2;
-  void *q = realloc(p, n * elem);
+  void *q = rusm__xrealloc(p, n * elem);
   if (q)
     *cap = n;
   return q;
@@ -246,9 +247,19 @@ static void link_child(sup *s, rusm_pid_t pid) {
     zombie_add(s, pid);
 }
 
+/* A message the supervisor cannot afford to lose could not be sent (out
+ * of memory): a caller would wait forever, or a child would never be
+ * restarted. Let it crash: the exit reaches the caller's monitor and the
+ * supervisor's own supervisor, which is what OTP would see. */
+static void must_send(sup *s, rusm_pid_t to, uint64_t tag, const void *data,
+                      size_t len) {
+  if (rusm_send(s->rt, to, tag, data, len) != 0)
+    rusm_exit_self(s->self, rusm_reason_str("supervisor: out of memory"));
+}
+
 static void reply(sup *s, rusm_pid_t to, const wire_rep *rep, size_t len) {
   if (to != RUSM_PID_NONE)
-    rusm_send(s->rt, to, TAG_REPLY, rep, len);
+    must_send(s, to, TAG_REPLY, rep, len);
 }
 
 static void reply_rc(sup *s, rusm_pid_t to, uint64_t ref, int rc,
@@ -278,12 +289,12 @@ static bool add_restart(sup *s) {
     return false;
   if (s->ring_len == s->ring_cap) {
     size_t cap = s->ring_cap ? s->ring_cap * 2 : 8;
-    int64_t *r = malloc(cap * sizeof *r);
+    int64_t *r = rusm__xmalloc(cap * sizeof *r);
     if (!r)
       return false; /* cannot account for it: err on the safe side */
     for (size_t i = 0; i < s->ring_len; i++)
       r[i] = s->ring[(s->ring_head + i) % s->ring_cap];
-    free(s->ring);
+    rusm__xfree(s->ring);
     s->ring = r;
     s->ring_cap = cap;
     s->ring_head = 0;
@@ -436,7 +447,7 @@ static void stop_range(sup *s, size_t from, size_t to, uint64_t except) {
 }
 
 static void retry_later(sup *s, uint64_t serial) {
-  rusm_send(s->rt, rusm_self(s->self), TAG_RETRY, &serial, sizeof serial);
+  must_send(s, rusm_self(s->self), TAG_RETRY, &serial, sizeof serial);
 }
 
 /* Starts the children from index `from` on that are not running, in
@@ -543,7 +554,7 @@ static int map_put(sup *s, const dyn_entry *e) {
     size_t cap = s->map_cap ? s->map_cap * 2 : 64;
     dyn_entry *old = s->map;
     size_t old_cap = s->map_cap;
-    dyn_entry *m = calloc(cap, sizeof *m);
+    dyn_entry *m = rusm__xcalloc(cap, sizeof *m);
     if (!m)
       return RUSM_ENOMEM;
     s->map = m;
@@ -552,7 +563,7 @@ static int map_put(sup *s, const dyn_entry *e) {
     for (size_t i = 0; i < old_cap; i++)
       if (old[i].pid != RUSM_PID_NONE)
         map_insert(s, &old[i]);
-    free(old);
+    rusm__xfree(old);
   }
   map_insert(s, e);
   return 0;
@@ -1061,9 +1072,9 @@ static void sup_main(rusm_proc *self, void *arg) {
   if (!take_from_starter(self, TAG_INIT, cmref, &in, sizeof in))
     return;
   int rc = 0;
-  sup *s = calloc(1, sizeof *s);
+  sup *s = rusm__xcalloc(1, sizeof *s);
   if (s && rusm_on_exit(self, sup_free, s) != 0) {
-    free(s);
+    rusm__xfree(s);
     s = NULL;
   }
   if (!s) {
@@ -1076,7 +1087,7 @@ static void sup_main(rusm_proc *self, void *arg) {
     s->dynamic = in.kind == KIND_DYNAMIC;
     s->next_serial = 1;
     if (!s->dynamic && in.nspecs > 0) {
-      s->kids = calloc(in.nspecs, sizeof *s->kids);
+      s->kids = rusm__xcalloc(in.nspecs, sizeof *s->kids);
       if (!s->kids)
         rc = RUSM_ENOMEM;
       else
@@ -1104,7 +1115,8 @@ static void sup_main(rusm_proc *self, void *arg) {
     memset(&rep, 0, sizeof rep);
     rep.ref = in.ref;
     rep.rc = rc;
-    rusm_send(rusm_proc_rt(self), starter, TAG_REPLY, &rep, sizeof rep);
+    if (rusm_send(rusm_proc_rt(self), starter, TAG_REPLY, &rep, sizeof rep))
+      rusm_exit_self(self, rusm_reason_str("supervisor: out of memory"));
     return;
   }
   reply_rc(s, starter, in.ref, 0, rusm_self(self));

@@ -631,7 +631,8 @@ static void start_conn(rusm_proc *self, tcp_sock *lts, int fd) {
   rusm__poller_count(pl, RUSM__PS_ACCEPTED, 1);
   if (l->o.flags & RUSM_TCP_NODELAY) {
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+                     sizeof one); /* a hint */
   }
   bool msg = l->o.ops != NULL;
   tcp_sock *ts = sock_new(pl, K_CONN, msg ? M_MSG : M_BLOCK);
@@ -785,7 +786,7 @@ int rusm_tcp_listen(rusm_rt *rt, const char *host, uint16_t port,
   int one = 1;
   /* A restarted listener can take its port while old connections linger
    * in TIME_WAIT. */
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(fd, (struct sockaddr *)&ss, sslen) != 0 ||
       listen(fd, o->backlog ? o->backlog : DEFAULT_BACKLOG) != 0) {
     rc = map_errno(errno);
@@ -793,6 +794,7 @@ int rusm_tcp_listen(rusm_rt *rt, const char *host, uint16_t port,
     return rc;
   }
   struct sockaddr_storage local;
+  memset(&local, 0, sizeof local);
   socklen_t llen = sizeof local;
   uint16_t bound = port;
   if (getsockname(fd, (struct sockaddr *)&local, &llen) == 0)
@@ -921,7 +923,7 @@ int rusm_tcp_connect(rusm_proc *self, const char *host, uint16_t port,
 ssize_t rusm_tcp_recv(rusm_proc *self, rusm_sock *sock, void *buf, size_t len,
                       int64_t timeout_ms) {
   tcp_sock *ts = owned(self, sock);
-  if (!ts || (len && !buf))
+  if (!ts || !buf || len == 0) /* 0 would read as end of stream */
     return RUSM_EINVAL;
   if (!can_block(self) || ts->mode != M_BLOCK)
     return RUSM_ECONTEXT;
@@ -1109,6 +1111,7 @@ static int addr_query(rusm_proc *self, const rusm_sock *sock, bool peer,
   if (!ts)
     return RUSM_EINVAL;
   struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
   socklen_t len = sizeof ss;
   int rc = peer ? getpeername(ts->e->fd, (struct sockaddr *)&ss, &len)
                 : getsockname(ts->e->fd, (struct sockaddr *)&ss, &len);

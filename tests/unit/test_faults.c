@@ -214,11 +214,72 @@ static void test_scheduler_side_oom(void **state) {
   t_stop(&e);
 }
 
+static int start_echo(rusm_rt *rt, void *arg, rusm_pid_t *out) {
+  (void)arg;
+  rusm_spawn_opts so;
+  rusm_spawn_opts_init(&so);
+  so.link = true;
+  return rusm_spawn_stackless(rt, &echo_ops, NULL, &so, out);
+}
+
+/* Supervisors under allocation failures: every call fails cleanly or
+ * works; the runtime works afterwards. */
+static void test_supervisors_under_oom(void **state) {
+  (void)state;
+  t_env e;
+  t_start(&e, 0);
+  rusm_trap_exit(e.me, true);
+  /* one allocation fails (a transient shortage): the calls below block
+   * on replies, and a lasting failure could lose one (documented) */
+  for (int k = 0; k < T_SCALE(400, 120); k += 2) {
+    rusm_child_spec specs[3] = {
+        {"a", start_echo, NULL, RUSM_PERMANENT, 100, false},
+        {"b", start_echo, NULL, RUSM_TRANSIENT, RUSM_SHUTDOWN_BRUTAL, false},
+        {"c", start_echo, NULL, RUSM_TEMPORARY, 100, false},
+    };
+    rusm_pid_t sup = RUSM_PID_NONE, dyn = RUSM_PID_NONE, c;
+    rusm__test_fail_one_alloc(k);
+    int rc = rusm_sup_start(e.rt, NULL, specs, 3, NULL, &sup);
+    T_CHECK(rc == 0 || rc == RUSM_ENOMEM || rc == RUSM_ENOPROC ||
+            rc == RUSM_ESHUTDOWN);
+    if (rc == 0) {
+      rusm_child_spec extra = {"d", start_echo, NULL, RUSM_PERMANENT,
+                               100, false};
+      rc = rusm_sup_start_child(e.rt, sup, &extra, &c);
+      T_CHECK(rc == 0 || rc == RUSM_ENOMEM || rc == RUSM_ENOPROC);
+      rusm_child_info info[8];
+      size_t n;
+      rc = rusm_sup_which_children(e.rt, sup, info, 8, &n);
+      T_CHECK(rc == 0 || rc == RUSM_ENOMEM || rc == RUSM_ENOPROC);
+    }
+    rusm_child_spec tmpl = {"w", start_echo, NULL, RUSM_PERMANENT, 100, false};
+    rc = rusm_dynsup_start(e.rt, NULL, &tmpl, NULL, &dyn);
+    T_CHECK(rc == 0 || rc == RUSM_ENOMEM || rc == RUSM_ENOPROC);
+    for (int i = 0; rc == 0 && i < 4; i++) {
+      int r2 = rusm_dynsup_start_child(e.rt, dyn, NULL, &c);
+      T_CHECK(r2 == 0 || r2 == RUSM_ENOMEM || r2 == RUSM_ENOPROC);
+    }
+    rusm__test_fail_allocs(-1);
+    if (sup)
+      rusm_sup_stop(e.rt, sup, 5000);
+    if (dyn)
+      rusm_sup_stop(e.rt, dyn, 5000);
+    kill_all_but_me(&e);
+    rusm_msg *m;
+    while (rusm_receive(e.me, NULL, 0, &m) == 0)
+      rusm_msg_free(m);
+    t_assert_no_failures();
+  }
+  still_works(&e);
+  t_stop(&e);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_rt_create_fails_cleanly),
       cmocka_unit_test(test_api_under_oom),
       cmocka_unit_test(test_scheduler_side_oom),
+      cmocka_unit_test(test_supervisors_under_oom),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
