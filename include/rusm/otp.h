@@ -81,6 +81,8 @@ typedef uint64_t rusm_pid_t;
 #define RUSM_PID_GEN_MAX ((UINT32_C(1) << RUSM_PID_GEN_BITS) - 1)
 
 #define RUSM_PID_NODE_MAX ((UINT32_C(1) << RUSM_PID_NODE_BITS) - 1)
+/* The largest node id a runtime accepts: pids stay positive as i64. */
+#define RUSM_NODE_ID_MAX (RUSM_PID_NODE_MAX >> 1)
 
 static inline rusm_pid_t rusm_pid_make(uint16_t node, uint32_t slot,
                                        uint32_t gen) {
@@ -157,7 +159,9 @@ typedef struct rusm_rt_opts {
   uint32_t stack_size;       /* default stackful stack; 0: 64 KiB */
   uint32_t mailbox_capacity; /* default bound of user messages queued per
                               * process (0: unbounded); see spawn opts */
-  uint16_t node_id;          /* this node's id in pids (< 4096) */
+  uint16_t node_id;          /* this node's id in pids: < 2048, so that a
+                              * pid is positive as a signed 64-bit value
+                              * (Wasm guests get pids as i64) */
 } rusm_rt_opts;
 
 /* Fills opts with defaults. */
@@ -320,6 +324,9 @@ typedef struct rusm_spawn_opts {
    * Exit and Down messages and runtime messages are never shed.
    * 0: the runtime's default; UINT32_MAX: unbounded. */
   uint32_t mailbox_capacity;
+  /* The child traps exits from its first instant (no window where an exit
+   * signal could end it before it turns trapping on itself). */
+  bool trap_exit;
 } rusm_spawn_opts;
 
 void rusm_spawn_opts_init(rusm_spawn_opts *o);

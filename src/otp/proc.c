@@ -61,7 +61,8 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
   atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
   memset(&p->timer, 0, sizeof p->timer);
   p->rq_next = NULL;
-  atomic_store_explicit(&p->trap_exit, false, memory_order_relaxed);
+  atomic_store_explicit(&p->trap_exit, opts && opts->trap_exit,
+                        memory_order_relaxed);
   p->lk = NULL;
   atomic_store_explicit(&p->reg_name, NULL, memory_order_relaxed);
   atomic_store_explicit(&p->label, NULL, memory_order_relaxed);

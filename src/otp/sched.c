@@ -496,7 +496,7 @@ int rusm_rt_create(const rusm_rt_opts *opts, rusm_rt **out) {
   }
   if (o.schedulers > RUSM_METRICS_MAX_SCHED ||
       o.max_processes > (1u << RUSM_PID_SLOT_BITS) ||
-      o.node_id > RUSM_PID_NODE_MAX || o.budget > INT32_MAX / 2)
+      o.node_id > RUSM_NODE_ID_MAX || o.budget > INT32_MAX / 2)
     return RUSM_EINVAL;
   rusm_rt *rt = rusm__calloc(1, sizeof *rt);
   if (!rt)

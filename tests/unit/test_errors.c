@@ -150,7 +150,7 @@ static void test_runtime_options_rejected(void **state) {
   o.max_processes = (1u << RUSM_PID_SLOT_BITS) + 1;
   assert_int_equal(rusm_rt_create(&o, &rt), RUSM_EINVAL);
   rusm_rt_opts_init(&o);
-  o.node_id = RUSM_PID_NODE_MAX + 1;
+  o.node_id = RUSM_NODE_ID_MAX + 1;
   assert_int_equal(rusm_rt_create(&o, &rt), RUSM_EINVAL);
   rusm_rt_opts_init(&o);
   o.budget = UINT32_MAX;
@@ -160,9 +160,9 @@ static void test_runtime_options_rejected(void **state) {
   /* The largest accepted values. */
   rusm_rt_opts_init(&o);
   o.schedulers = 1;
-  o.node_id = RUSM_PID_NODE_MAX;
+  o.node_id = RUSM_NODE_ID_MAX;
   assert_int_equal(rusm_rt_create(&o, &rt), 0);
-  assert_int_equal(rusm_rt_node(rt), RUSM_PID_NODE_MAX);
+  assert_int_equal(rusm_rt_node(rt), RUSM_NODE_ID_MAX);
   rusm_rt_destroy(rt);
   rusm_rt_destroy(NULL);
 }
