@@ -33,6 +33,7 @@ void rusm__cli_usage(FILE *to);
 
 int rusm__cmd_bench(int argc, char **argv);
 int rusm__cmd_top(int argc, char **argv);
+int rusm__cmd_dashboard(int argc, char **argv);
 int rusm__cmd_help(int argc, char **argv);
 int rusm__cmd_version(int argc, char **argv);
 

@@ -9,6 +9,8 @@
 const rusm__cli_verb rusm__cli_verbs[] = {
     {"bench", rusm__cmd_bench, "run benchmark scenarios (rusm bench --help)"},
     {"top", rusm__cmd_top, "run the demo application and watch its processes"},
+    {"dashboard", rusm__cmd_dashboard,
+     "serve the web dashboard (prints its URL)"},
     {"version", rusm__cmd_version, "print the version"},
     {"help", rusm__cmd_help, "print this help"},
 };
