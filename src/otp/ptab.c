@@ -200,10 +200,12 @@ static void final_free(rusm_proc *p) {
   }
   p->rq_next = NULL;
   rusm__sched *s = rusm__tl.sched;
-  /* Cache locally, unless the table is full: then every free slot must
-   * be visible to spawns from any thread. */
+  /* Cache locally only while the table has room for every scheduler's
+   * cache to fill: near the limit every free slot must stay visible to
+   * spawns from any thread (a cached slot is its scheduler's alone). */
   if (s && s->rt == rt &&
-      atomic_load_explicit(&rt->slots_used, memory_order_relaxed) <
+      (uint64_t)atomic_load_explicit(&rt->slots_used, memory_order_relaxed) +
+              (uint64_t)rt->nsched * CACHE_MAX <
           rt->table_len) {
     p->rq_next = s->free_procs;
     s->free_procs = p;

@@ -23,8 +23,9 @@
 
 #include "otp/internal.h"
 
-#define TICK_NS 1000000 /* timer wheel resolution: 1 ms */
-#define SPIN_NS 50000   /* idle spin before sleeping */
+#define TICK_NS 1000000        /* timer wheel resolution: 1 ms */
+#define SPIN_NS 50000          /* idle spin before sleeping */
+#define STUCK_CHECK_NS 2000000 /* sleep bound while others have queued work */
 #define DEFAULT_BUDGET 2000
 #define DEFAULT_STACK (64 * 1024)
 #define STACK_CACHE 256
@@ -383,6 +384,15 @@ static void idle_end(rusm__sched *s, int64_t t0) {
   atomic_store_explicit(&s->idle_since, 0, memory_order_relaxed);
 }
 
+static bool others_queued(rusm__sched *s) {
+  rusm_rt *rt = s->rt;
+  for (uint32_t i = 0; i < rt->nsched; i++)
+    if (rt->sched[i] != s &&
+        atomic_load_explicit(&rt->sched[i]->q_len, memory_order_relaxed))
+      return true;
+  return false;
+}
+
 /* Nothing to run: spin (stealing), then sleep until woken or a timer. */
 static rusm_proc *idle(rusm__sched *s) {
   rusm_rt *rt = s->rt;
@@ -433,7 +443,12 @@ static rusm_proc *idle(rusm__sched *s) {
       !rusm__timers_pending_requests(s) &&
       !atomic_load_explicit(&rt->stopping, memory_order_seq_cst)) {
     RUSM__INC(s->c.sleeps, 1);
-    rusm__futex_wait(&s->sleeping, 1, next >= 0 ? next - now : -1);
+    /* While others hold queued work, wake now and then to look again: a
+     * scheduler stuck in a long native run gets no chance to wake us. */
+    int64_t wait = next >= 0 ? next - now : -1;
+    if (others_queued(s) && (wait < 0 || wait > STUCK_CHECK_NS))
+      wait = STUCK_CHECK_NS;
+    rusm__futex_wait(&s->sleeping, 1, wait);
   }
   atomic_store_explicit(&s->sleeping, 0, memory_order_relaxed);
   atomic_fetch_sub_explicit(&rt->sleepers, 1, memory_order_relaxed);

@@ -187,6 +187,20 @@ static void exit_signal(rusm_proc *p, rusm_msg *m, bool linked) {
   rusm__free_node(m);
 }
 
+/* Out of memory for a link or monitor someone asked of p: p cannot keep
+ * the promise, so it exits ("enomem"), and the asker, absent from p's
+ * tables, is told directly (an Exit for a link, a Down for a monitor). */
+static void cannot_keep(rusm_proc *p, const rusm_msg *m, uint64_t ref) {
+  static const uint8_t why[] = "enomem";
+  set_exit(p, RUSM_EXIT_CUSTOM, why, sizeof why - 1);
+  rusm_msg *r =
+      ref ? down_node(ref, p->pid, RUSM_EXIT_CUSTOM, why, sizeof why - 1)
+          : rusm__exit_node(RUSM__N_LINK_EXIT, p->pid, RUSM_EXIT_CUSTOM, why,
+                            sizeof why - 1);
+  if (r)
+    rusm__push_signal(p->rt, m->from, r);
+}
+
 void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
   rusm__links *lk;
   uint64_t ref = (uint64_t)m->aux;
@@ -199,7 +213,7 @@ void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
     return;
   case RUSM__N_LINK:
     if ((lk = tables(p)) == NULL || rusm__map_put(&lk->links, m->from, 1) < 0)
-      set_exit(p, RUSM_EXIT_CUSTOM, (const uint8_t *)"enomem", 6);
+      cannot_keep(p, m, 0);
     break;
   case RUSM__N_UNLINK:
     if (p->lk)
@@ -208,7 +222,7 @@ void rusm__act_on_signal(rusm_proc *p, rusm_msg *m) {
   case RUSM__N_MONITOR:
     if ((lk = tables(p)) == NULL ||
         rusm__map_put(&lk->mon_in, ref, m->from) < 0)
-      set_exit(p, RUSM_EXIT_CUSTOM, (const uint8_t *)"enomem", 6);
+      cannot_keep(p, m, ref);
     break;
   case RUSM__N_DEMONITOR:
     if (p->lk)

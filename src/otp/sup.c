@@ -334,15 +334,35 @@ static bool down_of(const rusm_msg *m, void *arg) {
   return rusm_msg_down(m, &d) == 0 && d.ref == *(const rusm_ref *)arg;
 }
 
-static bool wait_down(sup *s, rusm_ref mref, int64_t timeout_ms) {
+/* Waits for the Down of mref (pid's monitor) up to timeout_ms (-1:
+ * forever). The wait goes in slices that check pid is still alive: a Down
+ * lost to an allocation failure must not hang the supervisor. */
+static bool wait_down(sup *s, rusm_ref mref, rusm_pid_t pid,
+                      int64_t timeout_ms) {
   rusm_filter f = rusm_filter_tag(RUSM_TAG_DOWN);
   f.pred = down_of;
   f.pred_arg = &mref;
-  rusm_msg *m;
-  if (rusm_receive(s->self, &f, timeout_ms, &m) != 0)
-    return false;
-  rusm_msg_free(m);
-  return true;
+  int64_t deadline =
+      timeout_ms < 0 ? -1 : rusm_now_ns() + timeout_ms * INT64_C(1000000);
+  for (;;) {
+    int64_t slice = 100;
+    if (deadline >= 0) {
+      int64_t left = (deadline - rusm_now_ns()) / 1000000;
+      if (left < slice)
+        slice = left < 0 ? 0 : left;
+    }
+    rusm_msg *m;
+    if (rusm_receive(s->self, &f, slice, &m) == 0) {
+      rusm_msg_free(m);
+      return true;
+    }
+    if (!rusm_is_alive(s->rt, pid)) { /* gone; its Down was lost */
+      rusm_demonitor(s->self, mref, RUSM_DEMONITOR_FLUSH);
+      return true;
+    }
+    if (deadline >= 0 && rusm_now_ns() >= deadline)
+      return false;
+  }
 }
 
 /*
@@ -365,9 +385,9 @@ static void stop_child(sup *s, rusm_pid_t pid, int64_t shutdown_ms) {
               shutdown_ms == RUSM_SHUTDOWN_BRUTAL ? RUSM_REASON_KILL
                                                   : RUSM_REASON_SHUTDOWN);
   int64_t t = dead || shutdown_ms <= 0 ? -1 : shutdown_ms;
-  if (!wait_down(s, mref, t)) {
+  if (!wait_down(s, mref, pid, t)) {
     rusm_exit(s->rt, pid, RUSM_REASON_KILL);
-    wait_down(s, mref, -1);
+    wait_down(s, mref, pid, -1);
   }
 }
 
@@ -682,16 +702,29 @@ static void dyn_stop_all(sup *s) {
                          : -1;
   rusm_filter fd = {RUSM_TAG_DOWN, ~UINT64_C(0), any_down, NULL};
   while (waiting > 0) {
-    int64_t t = -1;
+    int64_t t = 100; /* slices: see wait_down */
     if (deadline >= 0) {
       int64_t left = deadline - rusm_now_ns();
-      t = left > 0 ? (left + 999999) / 1000000 : 0;
+      left = left > 0 ? (left + 999999) / 1000000 : 0;
+      if (left < t)
+        t = left;
     }
     if (rusm_receive(s->self, &fd, t, &m) != 0) {
-      for (size_t i = 0; i < s->map_cap; i++)
-        if (s->map[i].pid != RUSM_PID_NONE && s->map[i].dead != 2)
-          rusm_exit(s->rt, s->map[i].pid, RUSM_REASON_KILL);
-      deadline = -1;
+      /* children gone whose Down was lost (an allocation failure) */
+      for (size_t i = 0; i < s->map_cap; i++) {
+        dyn_entry *e = &s->map[i];
+        if (e->pid != RUSM_PID_NONE && e->dead != 2 &&
+            !rusm_is_alive(s->rt, e->pid)) {
+          map_del(s, e);
+          waiting--;
+        }
+      }
+      if (deadline >= 0 && rusm_now_ns() >= deadline) {
+        for (size_t i = 0; i < s->map_cap; i++)
+          if (s->map[i].pid != RUSM_PID_NONE && s->map[i].dead != 2)
+            rusm_exit(s->rt, s->map[i].pid, RUSM_REASON_KILL);
+        deadline = -1;
+      }
       continue;
     }
     rusm_down_info d;
