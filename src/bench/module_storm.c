@@ -152,12 +152,12 @@ static int storm_baseline(const rusm_bench_env *env, rusm_bench_sample *out) {
     return RUSM_ENOTFOUND;
   }
   wasm_byte_vec_t bytes;
-  fseek(fp, 0, SEEK_END);
-  long size = ftell(fp);
-  fseek(fp, 0, SEEK_SET);
+  long size = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+  if (size > 0 && fseek(fp, 0, SEEK_SET) != 0)
+    size = -1;
   wasm_byte_vec_new_uninitialized(&bytes, size > 0 ? (size_t)size : 0);
   bool read_ok = size > 0 && fread(bytes.data, 1, bytes.size, fp) == bytes.size;
-  fclose(fp);
+  (void)fclose(fp); /* read-only: nothing to lose */
   if (!read_ok) {
     wasm_byte_vec_delete(&bytes);
     return RUSM_ESYS;

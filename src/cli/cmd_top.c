@@ -149,8 +149,8 @@ int rusm__cmd_top(int argc, char **argv) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_signal;
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGTERM, &sa, NULL);
+  (void)sigaction(SIGINT, &sa, NULL); /* cannot fail for these */
+  (void)sigaction(SIGTERM, &sa, NULL);
   bool tty = isatty(STDOUT_FILENO);
   if (once) {
     struct timespec ts = {0, 300 * 1000000L}; /* let the demo run a little */

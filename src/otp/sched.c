@@ -136,6 +136,7 @@ void rusm__schedule(rusm_proc *p) {
   }
   rusm__sched *home = atomic_load_explicit(&p->sched, memory_order_relaxed);
   rusm__sched *me = rusm__tl.sched;
+  assert(home && "a spawned process always has a home scheduler");
   if (me && me != home && me->rt == home->rt && rusm__tl.cur &&
       rusm__tl.cur != p &&
       atomic_load_explicit(&home->sleeping, memory_order_relaxed) &&
@@ -147,7 +148,7 @@ void rusm__schedule(rusm_proc *p) {
     atomic_store_explicit(&p->sched, me, memory_order_relaxed);
     home = me;
   }
-  if (me == home && rusm__tl.cur && rusm__tl.cur != p) {
+  if (me && me == home && rusm__tl.cur && rusm__tl.cur != p) {
     /* woken by the running process on its own scheduler: run it next */
     atomic_store_explicit(&p->status, RUSM_STATUS_RUNNABLE,
                           memory_order_relaxed);
