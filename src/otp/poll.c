@@ -256,7 +256,7 @@ rusm__poller *rusm__poller_find(rusm_rt *rt) {
 }
 
 static void poller_free(rusm__poller *pl) {
-  for (uint32_t i = 0; i < pl->nbufs; i++)
+  for (uint32_t i = 0; pl->bufs && i < pl->nbufs; i++)
     if (pl->bufs[i])
       rusm__free(pl->bufs[i], RUSM__POLL_BUF);
   if (pl->bufs)

@@ -927,7 +927,9 @@ ssize_t rusm_tcp_recv(rusm_proc *self, rusm_sock *sock, void *buf, size_t len,
     return RUSM_EINVAL;
   if (!can_block(self) || ts->mode != M_BLOCK)
     return RUSM_ECONTEXT;
-  if (ts->failed)
+  /* A broken pipe is the sending side's: what the peer sent before it
+   * closed is still there to read. */
+  if (ts->failed && ts->err != RUSM_EPIPE)
     return ts->err;
   tick(self);
   int64_t deadline = deadline_of(timeout_ms);
