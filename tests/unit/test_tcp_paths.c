@@ -1901,7 +1901,7 @@ static void test_poller_creation_fails(void **state) {
   rusm_tcp_listen_opts_init(&o);
   o.ops = &echo_ops;
   uint16_t port = 0;
-  /* (Its buffer table failing instead: see the KNOWN CORE BUG below.) */
+  /* (Its buffer table failing instead: see the regression test below.) */
   rusm__test_fail_one_alloc(0);
   int rc = rusm_tcp_listen(e.rt, "127.0.0.1", 0, &o, NULL, &port);
   rusm__test_fail_one_alloc(-1);
@@ -2292,7 +2292,7 @@ static void test_destroy_every_state(void **state) {
 }
 
 /* ------------------------------------------------------------------ */
-/* KNOWN CORE BUG: a failed send hides data that is readable           */
+/* Regression: a failed send hid data that was readable                   */
 /* ------------------------------------------------------------------ */
 
 /*
@@ -2323,7 +2323,7 @@ static void test_regression_send_error_hides_readable_data(void **state) {
   if (n != 8) {
     t_stop(&e);
     close(lfd);
-    fail_msg("KNOWN CORE BUG: rusm_tcp_recv returned %s, the 8 readable "
+    fail_msg("regression: rusm_tcp_recv returned %s, the 8 readable "
              "bytes are lost",
              rusm_tcp_err_name((int)n));
   }
@@ -2373,7 +2373,7 @@ static void test_regression_buffer_table_oom(void **state) {
                  (WIFEXITED(status) && WEXITSTATUS(status) != 0 &&
                   WEXITSTATUS(status) != 2 && WEXITSTATUS(status) != 3);
   if (crashed)
-    fail_msg("KNOWN CORE BUG: rusm_tcp_listen crashed (%s %d) when the "
+    fail_msg("regression: rusm_tcp_listen crashed (%s %d) when the "
              "poller's buffer table could not be allocated",
              WIFSIGNALED(status) ? "signal" : "exit status",
              WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
