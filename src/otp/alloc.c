@@ -19,11 +19,8 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static tblock *g_blocks;
 static _Thread_local tblock *t_block;
 
-static tblock *my_block(void) {
-  tblock *b = t_block;
-  if (b)
-    return b;
-  b = calloc(1, sizeof *b);
+static __attribute__((noinline)) tblock *my_block_slow(void) {
+  tblock *b = calloc(1, sizeof *b);
   if (!b)
     return NULL; /* accounting is lost for this thread, nothing else */
   pthread_mutex_lock(&g_lock);
@@ -34,9 +31,10 @@ static tblock *my_block(void) {
   return b;
 }
 
-static void account(int64_t bytes, int64_t count) {
-  tblock *b = my_block();
-  if (!b)
+/* Inline: it runs on every message allocation and free. */
+static inline void account(int64_t bytes, int64_t count) {
+  tblock *b = t_block;
+  if (__builtin_expect(!b, 0) && !(b = my_block_slow()))
     return;
   atomic_store_explicit(
       &b->bytes, atomic_load_explicit(&b->bytes, memory_order_relaxed) + bytes,

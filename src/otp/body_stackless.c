@@ -12,6 +12,9 @@
 static bool apply(rusm_proc *p, const rusm_next *n) {
   if (n->stop) {
     rusm__reason_free(p->exit_box);
+    p->exit_box = NULL;
+    if (n->reason.code == RUSM_EXIT_NORMAL && !n->reason.len)
+      return true; /* no box: stop_step reports normal */
     p->exit_box = rusm__reason_copy(n->reason.code, n->reason.data,
                                     n->reason.data ? n->reason.len : 0);
     if (!p->exit_box) /* out of memory: keep the code, lose the bytes */

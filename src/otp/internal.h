@@ -295,8 +295,31 @@ void rusm__reap_pending(rusm_proc *p);
  * true when the process must exit now (p->exit_pending). */
 bool rusm__drain(rusm_proc *p);
 void rusm__free_node(rusm_msg *m);
-void rusm__charge(uint32_t n);
-void rusm__preempt_point(void);
+/* Charges n reductions to the running process and its slice (nothing
+ * off a scheduler). Inline: it sits on every send and receive. */
+static inline void rusm__charge(uint32_t n) {
+  rusm__sched *s = rusm__tl.sched;
+  rusm_proc *cur = rusm__tl.cur;
+  if (!s || !cur)
+    return;
+  s->slice -= (int32_t)n;
+  RUSM__INC(cur->reductions, n);
+}
+void rusm__preempt_slow(rusm_proc *cur);
+
+static inline bool rusm__filter_match(const rusm_filter *f, const rusm_msg *m) {
+  if (!f)
+    return true;
+  if ((m->tag & f->mask) != f->value)
+    return false;
+  return !f->pred || f->pred(m, f->pred_arg);
+}
+/* A stackful process that spent its slice yields at runtime calls. */
+static inline void rusm__preempt_point(void) {
+  rusm_proc *cur = rusm__tl.cur;
+  if (__builtin_expect(cur && cur->body == RUSM__B_STACKFUL, 0))
+    rusm__preempt_slow(cur);
+}
 rusm__reason_box *rusm__reason_copy(rusm_exit_code code, const uint8_t *data,
                                     uint32_t len);
 void rusm__reason_free(rusm__reason_box *b);
@@ -344,7 +367,12 @@ void rusm__timers_destroy(rusm_rt *rt);
 void rusm__timers_run(rusm__sched *s, int64_t now);
 /* Earliest API-timer deadline on s, or -1. */
 int64_t rusm__timers_next(rusm__sched *s);
-bool rusm__timers_pending_requests(rusm__sched *s);
+/* Adds or cancels from other threads wait for this scheduler. Inline: the
+ * scheduler looks at every pick. */
+static inline bool rusm__timers_pending_requests(rusm__sched *s) {
+  return atomic_load_explicit(&s->t_add, memory_order_relaxed) ||
+         atomic_load_explicit(&s->t_cancel, memory_order_relaxed);
+}
 
 /* shutdown.c */
 void rusm__roots_free(rusm_rt *rt);

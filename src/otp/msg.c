@@ -61,11 +61,7 @@ rusm_buf *rusm_msg_buf(const rusm_msg *m) {
 }
 
 bool rusm_filter_match(const rusm_filter *f, const rusm_msg *m) {
-  if (!f)
-    return true;
-  if ((m->tag & f->mask) != f->value)
-    return false;
-  return !f->pred || f->pred(m, f->pred_arg);
+  return rusm__filter_match(f, m);
 }
 
 /* ---- shared buffers ---- */

@@ -116,21 +116,9 @@ int rusm_spawn_body(rusm_rt *rt, const rusm_body_ops *ops, void *state,
 
 /* ---- send ----------------------------------------------------------- */
 
-/* A stackful process that spent its slice yields at runtime calls. */
-void rusm__preempt_point(void) {
-  rusm_proc *cur = rusm__tl.cur;
-  if (cur && cur->body == RUSM__B_STACKFUL && cur->b.sf.inside &&
-      rusm__tl.sched->slice <= 0)
+void rusm__preempt_slow(rusm_proc *cur) {
+  if (cur->b.sf.inside && rusm__tl.sched->slice <= 0)
     rusm_yield(cur);
-}
-
-void rusm__charge(uint32_t n) {
-  rusm__sched *s = rusm__tl.sched;
-  rusm_proc *cur = rusm__tl.cur;
-  if (!s || !cur)
-    return;
-  s->slice -= (int32_t)n;
-  RUSM__INC(cur->reductions, n);
 }
 
 static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
@@ -230,13 +218,13 @@ bool rusm__drain(rusm_proc *p) {
 }
 
 /* Unlinks and returns the first inner message after `prev` (NULL: from the
- * start) that matches f; *prevp tracks the scan position. */
-static rusm_msg *scan(rusm_proc *p, const rusm_filter *f, rusm_msg *start_prev,
-                      rusm_msg **last_seen) {
+ * start) that matches f; *last_seen tracks the scan position. */
+static inline rusm_msg *scan(rusm_proc *p, const rusm_filter *f,
+                             rusm_msg *start_prev, rusm_msg **last_seen) {
   rusm_msg *prev = start_prev;
   rusm_msg *m = prev ? prev->inner_next : p->inner_head;
   while (m) {
-    if (rusm_filter_match(f, m)) {
+    if (rusm__filter_match(f, m)) {
       if (prev)
         prev->inner_next = m->inner_next;
       else
@@ -260,7 +248,7 @@ int rusm_try_receive(rusm_proc *self, const rusm_filter *f, rusm_msg **out) {
   if (self == rusm__tl.cur)
     rusm__preempt_point(); /* before the scan: see below */
   rusm_msg *last = NULL;
-  rusm_msg *m = scan(self, f, NULL, &last);
+  rusm_msg *m = self->inner_head ? scan(self, f, NULL, &last) : NULL;
   if (!m && !self->exit_pending && !rusm__drain(self)) {
     /* only what the drain appended after `last` is new */
     m = scan(self, f, last, &last);

@@ -317,6 +317,9 @@ static void run(rusm__sched *s, rusm_proc *p) {
       break;
     }
     if (st.kind == RUSM_STEP_YIELD) {
+      /* Not running any more: a lone yielder runs again at once, so it
+       * must not wake a thief (which would split a ping-ponging pair). */
+      atomic_store_explicit(&s->running, 0, memory_order_relaxed);
       rusm__enqueue(s, p);
       break;
     }
@@ -338,6 +341,7 @@ static void run(rusm__sched *s, rusm_proc *p) {
     atomic_store_explicit(&p->status, RUSM_STATUS_RUNNING,
                           memory_order_relaxed);
     if (s->slice <= 0) { /* something arrived, but the slice is spent */
+      atomic_store_explicit(&s->running, 0, memory_order_relaxed); /* above */
       rusm__enqueue(s, p);
       break;
     }

@@ -196,11 +196,6 @@ static void file_adds(rusm__sched *s) {
   }
 }
 
-bool rusm__timers_pending_requests(rusm__sched *s) {
-  return atomic_load_explicit(&s->t_add, memory_order_relaxed) ||
-         atomic_load_explicit(&s->t_cancel, memory_order_relaxed);
-}
-
 void rusm__timers_run(rusm__sched *s, int64_t now) {
   rusm__timers *T = s->rt->timers;
   if (rusm__timers_pending_requests(s)) {
