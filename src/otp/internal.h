@@ -265,7 +265,28 @@ struct rusm_rt {
   pthread_mutex_t mod_lock;
   struct rusm__module *modules;
   rusm__ext_counters ext;
+  /* Distribution: where nodes and signals for other nodes' pids go (set
+   * once by the cluster library before it starts routing; NULL: none). */
+  const struct rusm__dist_ops *_Atomic dist;
+  void *dist_ctx;
 };
+
+/* The cluster library's side of the core. route() takes ownership of m, a
+ * message (RUSM__N_MSG) or a signal node, addressed to `to` on another
+ * node; it never blocks and is called from any thread. */
+typedef struct rusm__dist_ops {
+  void (*route)(void *ctx, rusm_pid_t to, rusm_msg *m);
+} rusm__dist_ops;
+
+/* Installs (or with ops NULL removes) the distribution hook. */
+void rusm__set_dist(rusm_rt *rt, const rusm__dist_ops *ops, void *ctx);
+/* A node for another node's pid: routed, or, with no route, answered as
+ * Erlang does for an unconnected node (links and monitors get
+ * noconnection; messages are dropped). */
+void rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
+/* Local delivery of a node built elsewhere (m->from already set): the
+ * cluster's receive path. 0, or RUSM_ENOPROC when `to` is not alive. */
+int rusm__deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 
 /* Thread-local context: which scheduler / process this thread runs. */
 typedef struct rusm__tls {
@@ -337,6 +358,13 @@ void rusm__lk_sync(rusm_proc *p);
 void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
                            const uint8_t *data, uint32_t len);
 void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m);
+/* A node for `to` on a node out of reach: a link or monitor is answered
+ * with noconnection, anything else dropped (m consumed). */
+void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
+/* Signal nodes, for the cluster's receive path. */
+rusm_msg *rusm__down_node(rusm_ref ref, rusm_pid_t pid, rusm_exit_code code,
+                          const uint8_t *data, uint32_t len);
+rusm_msg *rusm__plain_node(uint8_t kind, rusm_pid_t from, uint64_t aux);
 int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts);
 
 /* A function run by the thread that runs process p, when p fetches the

@@ -128,6 +128,11 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   if (!p || rusm__exited(p)) {
     if (p)
       rusm__proc_unref(p);
+    else if (rusm_pid_node(to) != rt->opts.node_id && to) {
+      rusm__route_remote(rt, to, m); /* off the fast path: lookup failed */
+      rusm__preempt_point();
+      return 0;
+    }
     rusm__free_node(m);
     COUNT(rt, dropped, 1);
     return 0;
@@ -162,6 +167,16 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   rusm__proc_unref(p);
   rusm__preempt_point();
   return 0;
+}
+
+int rusm__deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  if (!rt || !m)
+    return RUSM_EINVAL;
+  if (rusm_pid_node(to) != rt->opts.node_id) {
+    rusm__free_node(m); /* never bounced back out */
+    return RUSM_ENOPROC;
+  }
+  return deliver(rt, to, m);
 }
 
 int rusm_send(rusm_rt *rt, rusm_pid_t to, uint64_t tag, const void *data,

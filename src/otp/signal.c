@@ -46,8 +46,8 @@ rusm_msg *rusm__exit_node(uint8_t kind, rusm_pid_t from, rusm_exit_code code,
   return m;
 }
 
-static rusm_msg *down_node(rusm_ref ref, rusm_pid_t pid, rusm_exit_code code,
-                           const uint8_t *data, uint32_t len) {
+rusm_msg *rusm__down_node(rusm_ref ref, rusm_pid_t pid, rusm_exit_code code,
+                          const uint8_t *data, uint32_t len) {
   rusm_msg *m = rusm__msg_new(RUSM__N_DOWN, 0, NULL, sizeof(down_hdr) + len);
   if (!m)
     return NULL;
@@ -60,7 +60,7 @@ static rusm_msg *down_node(rusm_ref ref, rusm_pid_t pid, rusm_exit_code code,
   return m;
 }
 
-static rusm_msg *plain_node(uint8_t kind, rusm_pid_t from, uint64_t aux) {
+rusm_msg *rusm__plain_node(uint8_t kind, rusm_pid_t from, uint64_t aux) {
   rusm_msg *m = rusm__msg_new(kind, 0, NULL, 0);
   if (m) {
     m->from = from;
@@ -100,9 +100,41 @@ int rusm_msg_down(const rusm_msg *m, rusm_down_info *out) {
 
 /* ---- delivery -------------------------------------------------------- */
 
+void rusm__set_dist(rusm_rt *rt, const rusm__dist_ops *ops, void *ctx) {
+  rt->dist_ctx = ctx;
+  /* release: route() readers see dist_ctx set */
+  atomic_store_explicit(&rt->dist, ops, memory_order_release);
+}
+
+void rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  const rusm__dist_ops *d =
+      atomic_load_explicit(&rt->dist, memory_order_acquire);
+  if (d) {
+    d->route(rt->dist_ctx, to, m);
+    return;
+  }
+  rusm__answer_unreachable(rt, to, m);
+}
+
+void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  rusm_msg *r = NULL;
+  rusm_pid_t back = m->from;
+  if (m->kind == RUSM__N_LINK)
+    r = rusm__exit_node(RUSM__N_LINK_EXIT, to, RUSM_EXIT_NOCONNECTION, NULL, 0);
+  else if (m->kind == RUSM__N_MONITOR)
+    r = rusm__down_node((rusm_ref)m->aux, to, RUSM_EXIT_NOCONNECTION, NULL, 0);
+  rusm__free_node(m);
+  if (r)
+    rusm__push_signal(rt, back, r);
+}
+
 int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   rusm_proc *p = rusm__proc_get(rt, to);
   if (!p) {
+    if (to && rusm_pid_node(to) != rt->opts.node_id) {
+      rusm__route_remote(rt, to, m);
+      return 0; /* the answer, if any, comes back as a signal */
+    }
     rusm__free_node(m);
     return RUSM_ENOPROC;
   }
@@ -194,7 +226,7 @@ static void cannot_keep(rusm_proc *p, const rusm_msg *m, uint64_t ref) {
   static const uint8_t why[] = "enomem";
   set_exit(p, RUSM_EXIT_CUSTOM, why, sizeof why - 1);
   rusm_msg *r =
-      ref ? down_node(ref, p->pid, RUSM_EXIT_CUSTOM, why, sizeof why - 1)
+      ref ? rusm__down_node(ref, p->pid, RUSM_EXIT_CUSTOM, why, sizeof why - 1)
           : rusm__exit_node(RUSM__N_LINK_EXIT, p->pid, RUSM_EXIT_CUSTOM, why,
                             sizeof why - 1);
   if (r)
@@ -270,7 +302,7 @@ void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
     rusm__kv *kv = &lk->mon_in.slots[i];
     if (!kv->key)
       continue;
-    rusm_msg *m = down_node(kv->key, p->pid, code, data, len);
+    rusm_msg *m = rusm__down_node(kv->key, p->pid, code, data, len);
     if (m)
       rusm__push_signal(rt, kv->val, m);
   }
@@ -278,7 +310,7 @@ void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,
     rusm__kv *kv = &lk->mon_out.slots[i];
     if (!kv->key)
       continue;
-    rusm_msg *m = plain_node(RUSM__N_DEMONITOR, p->pid, kv->key);
+    rusm_msg *m = rusm__plain_node(RUSM__N_DEMONITOR, p->pid, kv->key);
     if (m)
       rusm__push_signal(rt, kv->val, m);
   }
@@ -328,7 +360,7 @@ void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m) {
   if (m->kind == RUSM__N_LINK)
     r = rusm__exit_node(RUSM__N_LINK_EXIT, dead, RUSM_EXIT_NOPROC, NULL, 0);
   else if (m->kind == RUSM__N_MONITOR)
-    r = down_node((rusm_ref)m->aux, dead, RUSM_EXIT_NOPROC, NULL, 0);
+    r = rusm__down_node((rusm_ref)m->aux, dead, RUSM_EXIT_NOPROC, NULL, 0);
   rusm__free_node(m);
   if (r)
     rusm__push_signal(rt, to, r);
@@ -358,7 +390,7 @@ int rusm_link(rusm_proc *self, rusm_pid_t pid) {
   rusm__charge(1);
   if (rusm__map_get(&lk->links, pid, NULL))
     return 0; /* idempotent */
-  rusm_msg *m = plain_node(RUSM__N_LINK, self->pid, 0);
+  rusm_msg *m = rusm__plain_node(RUSM__N_LINK, self->pid, 0);
   if (!m)
     return RUSM_ENOMEM;
   if (rusm__push_signal(self->rt, pid, m) != 0) {
@@ -385,7 +417,7 @@ int rusm_unlink(rusm_proc *self, rusm_pid_t pid) {
   if (!self->lk || !rusm__map_del(&self->lk->links, pid, NULL))
     return 0;
   rusm__lk_sync(self);
-  rusm_msg *m = plain_node(RUSM__N_UNLINK, self->pid, 0);
+  rusm_msg *m = rusm__plain_node(RUSM__N_UNLINK, self->pid, 0);
   if (m)
     rusm__push_signal(self->rt, pid, m);
   return 0;
@@ -407,13 +439,13 @@ int rusm_monitor(rusm_proc *self, rusm_pid_t pid, rusm_ref *out) {
     return RUSM_ENOMEM;
   rusm__charge(1);
   rusm_ref ref = new_ref(self->rt);
-  rusm_msg *m = plain_node(RUSM__N_MONITOR, self->pid, ref);
+  rusm_msg *m = rusm__plain_node(RUSM__N_MONITOR, self->pid, ref);
   if (!m)
     return RUSM_ENOMEM;
   rusm__map_put(&lk->mon_out, ref, pid);
   if (rusm__push_signal(self->rt, pid, m) != 0) {
     /* already dead: Down noproc through our own mailbox, like any Down */
-    rusm_msg *d = down_node(ref, pid, RUSM_EXIT_NOPROC, NULL, 0);
+    rusm_msg *d = rusm__down_node(ref, pid, RUSM_EXIT_NOPROC, NULL, 0);
     if (!d) {
       rusm__map_del(&lk->mon_out, ref, NULL);
       return RUSM_ENOMEM;
@@ -433,7 +465,7 @@ int rusm_demonitor(rusm_proc *self, rusm_ref ref, unsigned flags) {
   int active = 0;
   if (self->lk && rusm__map_del(&self->lk->mon_out, ref, &target)) {
     active = 1;
-    rusm_msg *m = plain_node(RUSM__N_DEMONITOR, self->pid, ref);
+    rusm_msg *m = rusm__plain_node(RUSM__N_DEMONITOR, self->pid, ref);
     if (m)
       rusm__push_signal(self->rt, target, m);
   }
