@@ -289,9 +289,20 @@ void rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 int rusm__deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 
 /* Thread-local context: which scheduler / process this thread runs. */
+/* Remote spawn: the next process spawned on this thread starts linked to
+ * link_to and/or monitored by monitor_by (pids on other nodes), before it
+ * can run. The other end's tables are the cluster's business. */
+typedef struct rusm__remote_parent {
+  rusm_pid_t link_to;    /* 0: none */
+  rusm_pid_t monitor_by; /* 0: none */
+  rusm_ref ref;          /* monitor_by's ref */
+  rusm_pid_t spawned;    /* out: the process it went to */
+} rusm__remote_parent;
+
 typedef struct rusm__tls {
   rusm__sched *sched; /* NULL on non-scheduler threads */
   rusm_proc *cur;     /* running process, or the attached one */
+  rusm__remote_parent *rparent; /* consumed by the next spawn */
 } rusm__tls;
 
 extern _Thread_local rusm__tls rusm__tl;
@@ -365,6 +376,11 @@ void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 rusm_msg *rusm__down_node(rusm_ref ref, rusm_pid_t pid, rusm_exit_code code,
                           const uint8_t *data, uint32_t len);
 rusm_msg *rusm__plain_node(uint8_t kind, rusm_pid_t from, uint64_t aux);
+/* Remote spawn_monitor: a monitor ref entered in self's table before the
+ * target exists (so a Down that follows the spawn reply finds it), then
+ * pointed at the target, or (target 0) removed. Process context. */
+int rusm__monitor_prepare(rusm_proc *self, rusm_ref *ref);
+void rusm__monitor_settle(rusm_proc *self, rusm_ref ref, rusm_pid_t target);
 int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts);
 
 /* A function run by the thread that runs process p, when p fetches the

@@ -32,6 +32,25 @@ void rusm_spawn_opts_init(rusm_spawn_opts *o) {
 
 /* ---- spawn ---------------------------------------------------------- */
 
+static int remote_parent(rusm_proc *p, rusm__remote_parent *rp) {
+  p->lk = p->lk ? p->lk : rusm__calloc(1, sizeof *p->lk);
+  if (!p->lk)
+    return RUSM_ENOMEM;
+  if ((rp->link_to && rusm__map_put(&p->lk->links, rp->link_to, 1) < 0) ||
+      (rp->monitor_by &&
+       rusm__map_put(&p->lk->mon_in, rp->ref, rp->monitor_by) < 0)) {
+    rusm__map_free(&p->lk->links);
+    rusm__map_free(&p->lk->mon_in);
+    rusm__map_free(&p->lk->mon_out);
+    rusm__free(p->lk, sizeof *p->lk);
+    p->lk = NULL;
+    return RUSM_ENOMEM;
+  }
+  rp->spawned = p->pid;
+  rusm__lk_sync(p);
+  return 0;
+}
+
 int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
                 rusm_pid_t *out) {
   rusm__sched *s = rusm__pick_sched(rt, opts ? opts->scheduler : -1);
@@ -78,6 +97,14 @@ int rusm__spawn(rusm_rt *rt, rusm_proc *p, const rusm_spawn_opts *opts,
       rusm__proc_free_unused(rt, p);
       return rc;
     }
+  }
+  if (__builtin_expect(rusm__tl.rparent != NULL, 0)) {
+    int rc = remote_parent(p, rusm__tl.rparent);
+    if (rc) {
+      rusm__proc_free_unused(rt, p);
+      return rc;
+    }
+    rusm__tl.rparent = NULL;
   }
   if (out)
     *out = p->pid;

@@ -513,6 +513,30 @@ int rusm_kill(rusm_rt *rt, rusm_pid_t pid) {
   return rusm_exit(rt, pid, RUSM_REASON_KILL);
 }
 
+int rusm__monitor_prepare(rusm_proc *self, rusm_ref *ref) {
+  if (!is_self(self))
+    return RUSM_ECONTEXT;
+  rusm__links *lk = tables(self);
+  if (!lk)
+    return RUSM_ENOMEM;
+  rusm_ref r = new_ref(self->rt);
+  if (rusm__map_put(&lk->mon_out, r, 0) < 0)
+    return RUSM_ENOMEM;
+  *ref = r;
+  rusm__lk_sync(self);
+  return 0;
+}
+
+void rusm__monitor_settle(rusm_proc *self, rusm_ref ref, rusm_pid_t target) {
+  if (!self->lk)
+    return;
+  if (target && rusm__map_get(&self->lk->mon_out, ref, NULL))
+    rusm__map_put(&self->lk->mon_out, ref, target);
+  else if (!target)
+    rusm__map_del(&self->lk->mon_out, ref, NULL);
+  rusm__lk_sync(self);
+}
+
 /* Sets up spawn_link / spawn_monitor on a child not yet published. */
 int rusm__spawn_links(rusm_proc *child, const rusm_spawn_opts *opts) {
   rusm_proc *self = rusm__tl.cur;
