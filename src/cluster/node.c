@@ -1262,6 +1262,10 @@ static void *io_main(void *arg) {
     drain_out(n);
     rusm__quic_endpoint_flush(n->ep, now);
   }
+  rusm__swim_leave(n->swim);
+  pump_swim(n);
+  drain_out(n);
+  rusm__quic_endpoint_flush(n->ep, mono_ns());
   return NULL;
 }
 
@@ -1487,16 +1491,11 @@ int rusm_node_start(rusm_rt *rt, const rusm_node_opts *o, rusm_node **out) {
 void rusm_node_stop(rusm_node *n) {
   if (!n)
     return;
-  /* leave: members hear it at once; then close everything */
-  pthread_mutex_lock(&n->mu);
-  rusm__swim_leave(n->swim);
-  pthread_mutex_unlock(&n->mu);
-  wake_io(n);
+  /* The I/O thread announces the leave (members hear it at once) and
+   * ends; then this thread owns everything and closes it. */
   atomic_store_explicit(&n->stopping, true, memory_order_release);
   wake_io(n);
   pthread_join(n->thread, NULL);
-  pump_swim(n); /* the leave announcement */
-  rusm__quic_endpoint_flush(n->ep, mono_ns());
   rusm__set_dist(n->rt, NULL, NULL);
   for (uint32_t i = 1; i < NODE_MAX; i++) {
     peer *p = atomic_load(&n->peers[i]);

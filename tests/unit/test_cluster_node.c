@@ -1,3 +1,4 @@
+// ctest-labels: concurrent
 /*
  * Unit tests: two nodes in one process (two runtimes, node ids 1 and 2,
  * QUIC on loopback with certificates from a fresh cluster CA): they join,
