@@ -15,7 +15,7 @@ RUSM_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # python3: scripts/test reads compile_commands.json with it.
 RUSM_PACKAGES=(cmake ninja-build gcc clang clang-format clang-tidy lld
   libcmocka-dev gcovr python3 pkg-config libgnutls28-dev libngtcp2-dev
-  libngtcp2-crypto-gnutls-dev)
+  libngtcp2-crypto-gnutls-dev libclang-rt-14-dev)
 
 rusm_die() {
   printf 'error: %s\n' "$*" >&2
