@@ -2,6 +2,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 
+#include "rusm/cluster.h"
 #include "rusm/otp.h"
 
 typedef struct {
@@ -33,6 +34,12 @@ static const err_entry k_errs[] = {
     {RUSM_ENOBUFS, "RUSM_ENOBUFS", "send queue full"},
     {RUSM_EUNREACH, "RUSM_EUNREACH", "network or host unreachable"},
     {RUSM_ECONNTIMEDOUT, "RUSM_ECONNTIMEDOUT", "connection timed out"},
+    {RUSM_ENODE_DOWN, "RUSM_ENODE_DOWN", "node is not a member now"},
+    {RUSM_ENODE_NAME, "RUSM_ENODE_NAME", "invalid node name"},
+    {RUSM_ENODE_TRUST, "RUSM_ENODE_TRUST", "node certificates not usable"},
+    {RUSM_ENODE_ADDR, "RUSM_ENODE_ADDR", "invalid node address"},
+    {RUSM_ENOFACTORY, "RUSM_ENOFACTORY", "no such factory on the node"},
+    {RUSM_ENODE_STOPPED, "RUSM_ENODE_STOPPED", "node stopped"},
 };
 
 static const err_entry *find(int err) {
