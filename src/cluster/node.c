@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "cluster/greg.h"
+#include "cluster/node.h"
 #include "cluster/quic.h"
 #include "cluster/swim.h"
 #include "cluster/tls.h"
@@ -1117,7 +1118,12 @@ static void pump_swim(rusm_node *n) {
       conn_ctx *cc = match ? p->conn : NULL;
       pthread_mutex_unlock(&n->mu);
       if (match && p->up) {
-        peer_down(n, p, "failure detector: no answer");
+        peer_down(n, p,
+                  ev.reason == RUSM__SWIM_REASON_LEFT        ? "it left"
+                  : ev.reason == RUSM__SWIM_REASON_RESTARTED ? "it restarted"
+                  : ev.reason == RUSM__SWIM_REASON_CONFLICT
+                      ? "it lost a name conflict"
+                      : "failure detector: no answer");
         if (cc) {
           rusm__quic_conn_close(cc->c, RUSM__WIRE_BYE_NORMAL, "declared down");
           conn_free(n, cc);
@@ -1864,6 +1870,40 @@ void rusm_node_stats_get(rusm_node *n, rusm_node_stats *out) {
   out->claims_rejected =
       gs.rejected_signature + gs.rejected_mismatch + gs.rejected_malformed;
   pthread_mutex_unlock(&n->mu);
+}
+
+/* Test hook (node.h): queues one raw frame for a peer, as a misbehaving
+ * node would send it. */
+int rusm__node_inject(rusm_node *n, const char *peer_name, int kind,
+                      const uint8_t *body, size_t len) {
+  if (!n || !peer_name || len > UINT32_MAX)
+    return RUSM_EINVAL;
+  pthread_mutex_lock(&n->mu);
+  peer *p = peer_by_name(n, peer_name);
+  pthread_mutex_unlock(&n->mu);
+  if (!p || !p->up)
+    return RUSM_ENODE_DOWN;
+  rusm__frame f;
+  memset(&f, 0, sizeof f);
+  f.kind = (rusm__wire_kind)kind;
+  f.opaque.data = (rusm__wire_bytes){body, (uint32_t)len};
+  return send_frame(n, p, &f);
+}
+
+int rusm__node_inject_raw(rusm_node *n, const char *peer_name,
+                          const uint8_t *bytes, size_t len) {
+  if (!n || !peer_name || (len && !bytes))
+    return RUSM_EINVAL;
+  pthread_mutex_lock(&n->mu);
+  peer *p = peer_by_name(n, peer_name);
+  int rc =
+      p && p->up ? rusm__wbuf_append(&p->out, bytes, len) : RUSM_ENODE_DOWN;
+  if (rc == 0)
+    mark_dirty(n, p);
+  pthread_mutex_unlock(&n->mu);
+  if (rc == 0)
+    wake_io(n);
+  return rc;
 }
 
 int rusm_cluster_ca_init(const char *dir, char *why, size_t whylen) {

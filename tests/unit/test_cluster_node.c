@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "cluster/greg.h"
+#include "cluster/node.h"
+#include "cluster/tls.h"
+#include "cluster/wire.h"
 #include "rusm/cluster.h"
 
 #define T_ECHO UINT64_C(0x4500000000000001)
@@ -250,6 +254,108 @@ static void global_registry(void **state) {
   world_down(&w);
 }
 
+static int t_sign(void *ctx, const uint8_t *msg, size_t n, uint8_t *sig,
+                  size_t *sig_len) {
+  return rusm__tls_sign(ctx, msg, n, sig, sig_len);
+}
+
+static bool t_verify(void *ctx, const char *host, const uint8_t *proof,
+                     size_t plen, const uint8_t *msg, size_t n,
+                     const uint8_t *sig, size_t slen) {
+  return rusm__tls_verify_signed(ctx, host, proof, plen, msg, n, sig, slen);
+}
+
+static bool rejected(void *arg) {
+  world *w = arg;
+  rusm_node_stats st;
+  rusm_node_stats_get(w->n[0], &st);
+  return st.claims_rejected >= 1;
+}
+
+/* beta, authenticated, claims a name for a process it does not host (one
+ * of alpha's): alpha rejects the claim and counts it. */
+static void forged_claim_rejected(void **state) {
+  (void)state;
+  world w;
+  world_up(&w);
+  char ca[128], cert[128], key[128], why[256];
+  snprintf(ca, sizeof ca, "%s/ca/ca.pem", g_dir);
+  snprintf(cert, sizeof cert, "%s/beta.pem", g_dir);
+  snprintf(key, sizeof key, "%s/beta.key", g_dir);
+  rusm__tls_creds *creds = NULL;
+  assert_int_equal(rusm__tls_creds_load(ca, cert, key, &creds, why, sizeof why),
+                   0);
+  const uint8_t *der;
+  size_t der_len;
+  rusm__tls_own_cert_der(creds, &der, &der_len);
+  /* a registry that signs as beta but takes pids of node 1 */
+  rusm__greg_config gc = {.node_name = "beta",
+                          .node_id = 1,
+                          .boot_id = 7,
+                          .proof = der,
+                          .proof_len = der_len,
+                          .sign = t_sign,
+                          .verify = t_verify,
+                          .crypto_ctx = creds};
+  rusm__greg *g = NULL;
+  assert_int_equal(rusm__greg_new(&gc, &g), 0);
+  assert_int_equal(rusm__greg_register(g, "stolen", w.e.pid), 0);
+  rusm__greg_transmit t;
+  assert_true(rusm__greg_poll_transmit(g, &t));
+  assert_int_equal(
+      rusm__node_inject(w.n[1], "alpha", RUSM__WIRE_GREG, t.data, t.len), 0);
+  rusm__greg_transmit_free(&t);
+  assert_true(t_poll_until(rejected, &w));
+  assert_true(rusm_whereis_global(w.n[0], "stolen") == RUSM_PID_NONE);
+  /* the connection survives a rejected claim: traffic still flows */
+  rusm_pid_t echo;
+  assert_int_equal(rusm_spawn_stackless(w.rb, &echo_ops, NULL, NULL, &echo), 0);
+  assert_int_equal(rusm_send(w.e.rt, echo, T_ECHO, "x", 1), 0);
+  rusm_msg_free(t_recv_tag(&w.e, T_ECHO));
+  rusm__greg_free(g);
+  rusm__tls_creds_free(creds);
+  world_down(&w);
+}
+
+static bool bad_frame_seen(void *arg) {
+  world *w = arg;
+  rusm_node_stats st;
+  rusm_node_stats_get(w->n[0], &st);
+  return st.bad_frames >= 1;
+}
+
+/* A corrupt frame closes that connection (the peer is down for us, with
+ * noconnection), never the node; the nodes then connect again. */
+static void malformed_frame_closes_connection(void **state) {
+  (void)state;
+  world w;
+  world_up(&w);
+  rusm_pid_t echo;
+  assert_int_equal(rusm_spawn_stackless(w.rb, &echo_ops, NULL, NULL, &echo), 0);
+  rusm_ref ref;
+  assert_int_equal(rusm_monitor(w.e.me, echo, &ref), 0);
+  assert_int_equal(rusm_send(w.e.rt, echo, T_ECHO, "x", 1), 0);
+  rusm_msg_free(t_recv_tag(&w.e, T_ECHO));
+  /* a header announcing a body past every limit */
+  const uint8_t junk[] = {
+      RUSM__WIRE_MAGIC, 1, RUSM__WIRE_SEND, 0, 0xff, 0xff, 0xff, 0x7f};
+  assert_int_equal(rusm__node_inject_raw(w.n[1], "alpha", junk, sizeof junk),
+                   0);
+  rusm_msg *m = t_recv_tag(&w.e, RUSM_TAG_DOWN);
+  rusm_down_info d;
+  assert_int_equal(rusm_msg_down(m, &d), 0);
+  assert_int_equal(d.reason.code, RUSM_EXIT_NOCONNECTION);
+  rusm_msg_free(m);
+  assert_true(t_poll_until(bad_frame_seen, &w));
+  /* both nodes still run, and meet again */
+  assert_true(t_poll_until(both_up, w.n));
+  assert_int_equal(rusm_send(w.e.rt, echo, T_ECHO, "y", 1), 0);
+  m = t_recv_tag(&w.e, T_ECHO);
+  assert_memory_equal(rusm_msg_data(m), "y", 1);
+  rusm_msg_free(m);
+  world_down(&w);
+}
+
 static void remote_spawn_and_attach(void **state) {
   (void)state;
   world w;
@@ -306,6 +412,8 @@ int main(void) {
       cmocka_unit_test(lost_node_noconnection),
       cmocka_unit_test(global_registry),
       cmocka_unit_test(remote_spawn_and_attach),
+      cmocka_unit_test(forged_claim_rejected),
+      cmocka_unit_test(malformed_frame_closes_connection),
   };
   return t_run("cluster_node", tests, sizeof tests / sizeof tests[0]);
 }
