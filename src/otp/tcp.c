@@ -533,6 +533,11 @@ static rusm_next conn_init(rusm_proc *self, void **state) {
   rusm__pollent_own(ts->e, rusm_self(self));
   rusm_next n = ts->ops->init ? ts->ops->init(self, handle_of(ts), &ts->user)
                               : rusm_next_wait();
+  /* A client usually writes as soon as it connects: read what is there
+   * before the first arm, which saves the trip through the poll thread
+   * (nothing there costs one recv returning EAGAIN). */
+  if (!n.stop && want_read(ts))
+    read_some(self, ts);
   return after_user(self, ts, n);
 }
 
