@@ -300,8 +300,8 @@ typedef struct rusm__remote_parent {
 } rusm__remote_parent;
 
 typedef struct rusm__tls {
-  rusm__sched *sched; /* NULL on non-scheduler threads */
-  rusm_proc *cur;     /* running process, or the attached one */
+  rusm__sched *sched;           /* NULL on non-scheduler threads */
+  rusm_proc *cur;               /* running process, or the attached one */
   rusm__remote_parent *rparent; /* consumed by the next spawn */
 } rusm__tls;
 
