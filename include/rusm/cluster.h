@@ -31,14 +31,14 @@
 extern "C" {
 #endif
 
-/* Cluster error codes (the wire codec uses -200..-219, the registry's
- * internal checks -240..-249). */
-#define RUSM_ENODE_DOWN (-220)    /* the named node is not a member now */
-#define RUSM_ENODE_NAME (-221)    /* a node name not [A-Za-z0-9._-]{1,63} */
-#define RUSM_ENODE_TRUST (-222)   /* certificates missing or not usable */
-#define RUSM_ENODE_ADDR (-223)    /* a listen / seed address not host:port */
-#define RUSM_ENOFACTORY (-224)    /* no factory of that name on the node */
-#define RUSM_ENODE_STOPPED (-225) /* the node is stopping or stopped */
+/* Cluster error codes. Internal ones: wire codec -200..-219, membership
+ * -220..-229, registry -240..-249, QUIC -250..-259, TLS -260..-269. */
+#define RUSM_ENODE_DOWN (-230)    /* the named node is not a member now */
+#define RUSM_ENODE_NAME (-231)    /* a node name not [A-Za-z0-9._-]{1,63} */
+#define RUSM_ENODE_TRUST (-232)   /* certificates missing or not usable */
+#define RUSM_ENODE_ADDR (-233)    /* a listen / seed address not host:port */
+#define RUSM_ENOFACTORY (-234)    /* no factory of that name on the node */
+#define RUSM_ENODE_STOPPED (-235) /* the node is stopping or stopped */
 
 typedef struct rusm_node rusm_node;
 
