@@ -41,6 +41,8 @@ static void certs(void) {
       rusm_cluster_cert_issue(ca, "alpha", g_dir, 1, why, sizeof why), 0);
   assert_int_equal(
       rusm_cluster_cert_issue(ca, "beta", g_dir, 1, why, sizeof why), 0);
+  assert_int_equal(
+      rusm_cluster_cert_issue(ca, "gamma", g_dir, 1, why, sizeof why), 0);
 }
 
 static void quiet(void *ud, const char *line) {
@@ -356,6 +358,40 @@ static void malformed_frame_closes_connection(void **state) {
   world_down(&w);
 }
 
+static bool three_up(void *arg) {
+  rusm_node **n = arg;
+  rusm_node_member m[4];
+  for (int i = 0; i < 3; i++)
+    if (rusm_node_members(n[i], m, 4) != 3)
+      return false;
+  return true;
+}
+
+/* gamma joins through beta only: membership tells everyone, and every
+ * pair connects (alpha learns gamma from gossip and dials it). */
+static void three_nodes_converge(void **state) {
+  (void)state;
+  world w;
+  world_up(&w);
+  rusm_rt *rc = runtime(3);
+  char seed[64];
+  snprintf(seed, sizeof seed, "127.0.0.1:%u", rusm_node_port(w.n[1]));
+  rusm_node *all[3] = {w.n[0], w.n[1], NULL};
+  all[2] = start(rc, "gamma", seed);
+  assert_true(t_poll_until(three_up, all));
+  assert_int_equal(rusm_node_id_of(w.n[0], "gamma"), 3);
+  /* alpha -> gamma directly */
+  rusm_pid_t echo;
+  assert_int_equal(rusm_spawn_stackless(rc, &echo_ops, NULL, NULL, &echo), 0);
+  assert_int_equal(rusm_send(w.e.rt, echo, T_ECHO, "3", 1), 0);
+  rusm_msg *m = t_recv_tag(&w.e, T_ECHO);
+  assert_true(rusm_msg_from(m) == echo);
+  rusm_msg_free(m);
+  rusm_node_stop(all[2]);
+  rusm_rt_destroy(rc);
+  world_down(&w);
+}
+
 static void remote_spawn_and_attach(void **state) {
   (void)state;
   world w;
@@ -409,6 +445,7 @@ static void remote_spawn_and_attach(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(send_link_monitor),
+      cmocka_unit_test(three_nodes_converge),
       cmocka_unit_test(lost_node_noconnection),
       cmocka_unit_test(global_registry),
       cmocka_unit_test(remote_spawn_and_attach),
