@@ -23,6 +23,7 @@ extern const rusm_bench_scenario rusm__bench_fault_recovery;
 extern const rusm_bench_scenario rusm__bench_timers;
 extern const rusm_bench_scenario rusm__bench_connection_storm;
 extern const rusm_bench_scenario rusm__bench_connection_scale;
+extern const rusm_bench_scenario rusm__bench_distributed_fanout;
 #ifdef RUSM_HAVE_WASM /* Wasm scenarios (RUSM_WASM), wasm_common.c helpers */
 #include "rusm/wasm.h"
 extern const rusm_bench_scenario rusm__bench_module_storm;

@@ -19,6 +19,7 @@ static const rusm_bench_scenario *const scenarios[] = {
     &rusm__bench_timers,
     &rusm__bench_connection_storm,
     &rusm__bench_connection_scale,
+    &rusm__bench_distributed_fanout,
 #ifdef RUSM_HAVE_WASM
     &rusm__bench_module_storm,
     &rusm__bench_wasm_ping_pong,

@@ -34,6 +34,8 @@ void rusm__cli_usage(FILE *to);
 int rusm__cmd_bench(int argc, char **argv);
 int rusm__cmd_top(int argc, char **argv);
 int rusm__cmd_dashboard(int argc, char **argv);
+int rusm__cmd_node(int argc, char **argv);
+int rusm__cmd_cluster(int argc, char **argv);
 int rusm__cmd_help(int argc, char **argv);
 int rusm__cmd_version(int argc, char **argv);
 

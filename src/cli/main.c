@@ -11,6 +11,9 @@ const rusm__cli_verb rusm__cli_verbs[] = {
     {"top", rusm__cmd_top, "run the demo application and watch its processes"},
     {"dashboard", rusm__cmd_dashboard,
      "serve the web dashboard (prints its URL)"},
+    {"node", rusm__cmd_node, "run a cluster node (rusm node --help)"},
+    {"cluster", rusm__cmd_cluster,
+     "make the cluster CA and node certificates (rusm cluster --help)"},
     {"version", rusm__cmd_version, "print the version"},
     {"help", rusm__cmd_help, "print this help"},
 };
