@@ -118,6 +118,27 @@ static void pairset_del(pairset *s, rusm_pid_t a, rusm_pid_t b) {
 
 typedef struct conn_ctx conn_ctx;
 
+/* The reply a blocked requester waits for (TAG_REPLY): req id first. */
+typedef struct reply_hdr {
+  uint64_t req_id;
+  int64_t rc;
+  uint64_t a, b; /* spawn: pid, ref; procs: total, more */
+} reply_hdr;
+
+/* A request (spawn, process list, process info) waiting for its reply. */
+typedef struct pending {
+  uint64_t id;
+  rusm_pid_t requester;
+} pending;
+
+/* Dials to an address that failed: retried with a growing delay, logged
+ * once (a dead member's address is tried again and again otherwise). */
+typedef struct dialfail {
+  char addr[128];
+  uint64_t until_ns, delay_ns;
+  struct dialfail *next;
+} dialfail;
+
 typedef struct peer {
   /* under n->mu */
   char name[RUSM__WIRE_NODE_NAME_MAX + 1];
@@ -132,6 +153,8 @@ typedef struct peer {
   pairset links;                     /* (local, remote) */
   rusm__u64map mon_out_w, mon_out_t; /* ref -> local watcher, remote target */
   rusm__u64map mon_in_w, mon_in_t;   /* ref -> remote watcher, local target */
+  struct pending *pend; /* requests waiting for this peer's reply */
+  size_t npend, pend_cap;
   /* I/O thread only */
   conn_ctx *conn; /* the canonical connection, once connected */
   bool dialing;
@@ -172,7 +195,8 @@ struct rusm_node {
   pthread_t thread;
   _Atomic bool stopping;
   _Atomic bool wake_pending;
-  conn_ctx *conns; /* I/O thread */
+  conn_ctx *conns;     /* I/O thread */
+  dialfail *dialfails; /* I/O thread */
   uint64_t next_tick;
 
   pthread_mutex_t mu; /* recursive: a factory may send to other nodes */
@@ -187,6 +211,8 @@ struct rusm_node {
 };
 
 static const rusm__dist_ops node_dist;
+static bool dial_failed(rusm_node *n, const char *addr, uint64_t now);
+static void dial_ok(rusm_node *n, const char *addr);
 
 /* ---- small helpers ----------------------------------------------------- */
 
@@ -407,6 +433,33 @@ static void notify_subs(rusm_node *n, uint64_t tag, const char *name) {
 
 static void pump_greg(rusm_node *n);
 
+/* Under n->mu. */
+static int pend_add(peer *p, uint64_t id, rusm_pid_t requester) {
+  if (p->npend == p->pend_cap) {
+    size_t nc = p->pend_cap ? p->pend_cap * 2 : 8;
+    pending *x = realloc(p->pend, nc * sizeof *x);
+    if (!x)
+      return RUSM_ENOMEM;
+    p->pend = x;
+    p->pend_cap = nc;
+  }
+  p->pend[p->npend++] = (pending){id, requester};
+  return 0;
+}
+
+/* Under n->mu: true when id was pending (and is not any more). */
+static bool pend_take(peer *p, uint64_t id) {
+  for (size_t i = 0; i < p->npend; i++)
+    if (p->pend[i].id == id) {
+      p->pend[i] = p->pend[--p->npend];
+      return true;
+    }
+  return false;
+}
+
+static void reply_to(rusm_node *n, rusm_pid_t to, const reply_hdr *h,
+                     const void *extra, size_t len);
+
 static void peer_down(rusm_node *n, peer *p, const char *why) {
   pthread_mutex_lock(&n->mu);
   if (!p->up) {
@@ -428,7 +481,16 @@ static void peer_down(rusm_node *n, peer *p, const char *why) {
   char name[sizeof p->name];
   memcpy(name, p->name, sizeof name);
   uint64_t boot = p->boot;
+  pending *pend = p->pend;
+  size_t npend = p->npend;
+  p->pend = NULL;
+  p->npend = p->pend_cap = 0;
   pthread_mutex_unlock(&n->mu);
+  for (size_t i = 0; i < npend; i++) { /* requests in flight fail now */
+    reply_hdr h = {pend[i].id, RUSM_ENODE_DOWN, 0, 0};
+    reply_to(n, pend[i].requester, &h, NULL, 0);
+  }
+  free(pend);
 
   uint64_t fired = 0;
   for (uint32_t i = 0; i < links.cap; i++) {
@@ -647,13 +709,6 @@ static void handle_spawn(rusm_node *n, peer *p, const rusm__wire_spawn_req *r) {
   pthread_mutex_unlock(&n->mu);
 }
 
-/* The reply a blocked requester waits for (TAG_REPLY): req id first. */
-typedef struct reply_hdr {
-  uint64_t req_id;
-  int64_t rc;
-  uint64_t a, b; /* spawn: pid, ref; procs: total, more */
-} reply_hdr;
-
 static void reply_to(rusm_node *n, rusm_pid_t to, const reply_hdr *h,
                      const void *extra, size_t len) {
   rusm_msg *m = rusm__msg_new(RUSM__N_MSG, TAG_REPLY, NULL, sizeof *h + len);
@@ -834,6 +889,16 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     if (rusm_pid_node(r->requester) != n->id ||
         (r->pid && rusm_pid_node(r->pid) != p->id))
       return false;
+    pthread_mutex_lock(&n->mu);
+    bool asked = pend_take(p, r->req_id);
+    pthread_mutex_unlock(&n->mu);
+    if (!asked) { /* the requester gave up: undo what the child got */
+      if (r->pid)
+        rusm__push_signal(n->rt, r->pid,
+                          rusm__exit_node(RUSM__N_LINK_EXIT, r->requester,
+                                          RUSM_EXIT_NOPROC, NULL, 0));
+      return true;
+    }
     reply_hdr h = {r->req_id, r->err, r->pid, r->ref};
     if (r->pid) {
       /* the requester's ends of link and monitor, before the reply and so
@@ -859,6 +924,11 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     const rusm__wire_procs_reply *r = &f->procs_reply;
     if (rusm_pid_node(r->requester) != n->id)
       return false;
+    pthread_mutex_lock(&n->mu);
+    bool asked = pend_take(p, r->req_id);
+    pthread_mutex_unlock(&n->mu);
+    if (!asked)
+      return true; /* late: the requester timed out */
     rusm_obs_proc *recs = calloc(r->count ? r->count : 1, sizeof *recs);
     uint32_t k = 0;
     rusm__wire_procs_iter it;
@@ -880,6 +950,11 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     const rusm__wire_info_reply *r = &f->info_reply;
     if (rusm_pid_node(r->requester) != n->id)
       return false;
+    pthread_mutex_lock(&n->mu);
+    bool asked = pend_take(p, r->req_id);
+    pthread_mutex_unlock(&n->mu);
+    if (!asked)
+      return true;
     rusm_obs_proc o;
     wire_to_obs(&r->proc, &o);
     o.links = r->links;
@@ -974,6 +1049,7 @@ static void on_connected(rusm__quic_conn *c, const char *peer_node, void *ud) {
     }
   }
   cc->connected = true;
+  dial_ok(n, cc->addr);
   snprintf(cc->peer_name, sizeof cc->peer_name, "%s", peer_node);
   bool client = rusm__quic_conn_is_client(c);
   cc->canonical =
@@ -1021,7 +1097,9 @@ static void on_closed(rusm__quic_conn *c, int err, uint64_t app_code,
   if (!cc)
     return;
   if (!cc->connected) {
-    nlog(n, "cannot connect to %s: %s", cc->addr, why ? why : "closed");
+    if (dial_failed(n, cc->addr, mono_ns()))
+      nlog(n, "cannot connect to %s: %s (retrying with back-off)", cc->addr,
+           why ? why : "closed");
     if (err <= -1000 || (err >= -299 && err <= -200))
       n->st.peers_refused++;
   }
@@ -1047,6 +1125,49 @@ static void on_refused(const char *addr, int err, const char *why, void *ud) {
 }
 
 /* ---- dialing, membership and the registry (I/O thread) ------------- */
+
+static dialfail *dialfail_find(rusm_node *n, const char *addr) {
+  for (dialfail *d = n->dialfails; d; d = d->next)
+    if (strcmp(d->addr, addr) == 0)
+      return d;
+  return NULL;
+}
+
+/* True while dials to addr wait after failures. */
+static bool dial_backoff(rusm_node *n, const char *addr, uint64_t now) {
+  dialfail *d = dialfail_find(n, addr);
+  return d && now < d->until_ns;
+}
+
+/* A dial to addr failed: the next waits 1 s, then 2, 4 ... up to 30 s.
+ * Returns true for the first failure in a row (the one worth a log line). */
+static bool dial_failed(rusm_node *n, const char *addr, uint64_t now) {
+  dialfail *d = dialfail_find(n, addr);
+  bool first = d == NULL;
+  if (!d) {
+    d = calloc(1, sizeof *d);
+    if (!d)
+      return true;
+    snprintf(d->addr, sizeof d->addr, "%s", addr);
+    d->next = n->dialfails;
+    n->dialfails = d;
+    d->delay_ns = 1000000000ull;
+  } else if (d->delay_ns < 30000000000ull) {
+    d->delay_ns *= 2;
+  }
+  d->until_ns = now + d->delay_ns;
+  return first;
+}
+
+static void dial_ok(rusm_node *n, const char *addr) {
+  for (dialfail **pp = &n->dialfails; *pp; pp = &(*pp)->next)
+    if (strcmp((*pp)->addr, addr) == 0) {
+      dialfail *d = *pp;
+      *pp = d->next;
+      free(d);
+      return;
+    }
+}
 
 static conn_ctx *dial(rusm_node *n, const char *addr, const char *expect) {
   conn_ctx *cc = calloc(1, sizeof *cc);
@@ -1089,7 +1210,7 @@ static void pump_swim(rusm_node *n) {
     for (conn_ctx *x = n->conns; x; x = x->next)
       if (strcmp(x->addr, t.addr) == 0 && (!best || x->connected))
         best = x;
-    if (!best)
+    if (!best && !dial_backoff(n, t.addr, mono_ns()))
       best = dial(n, t.addr, NULL);
     if (best)
       send_opaque(best, RUSM__WIRE_SWIM, t.bytes, t.len);
@@ -1176,8 +1297,9 @@ static void dial_members(rusm_node *n) {
     if (!p || !p->known || p->up || p->dialing || !p->addr[0] ||
         strcmp(n->name, p->name) >= 0)
       continue;
-    if (rusm__swim_find(n->swim, p->id, NULL) != 0)
-      continue; /* no longer a live member */
+    if (rusm__swim_find(n->swim, p->id, NULL) != 0 ||
+        dial_backoff(n, p->addr, mono_ns()))
+      continue; /* no longer a live member, or not answering */
     if (dial(n, p->addr, p->name))
       p->dialing = true;
   }
@@ -1345,12 +1467,18 @@ static void node_free(rusm_node *n) {
       continue;
     rusm__wbuf_free(&p->out);
     rusm__wbuf_free(&p->held);
+    free(p->pend);
     free(p->links.slots);
     rusm__map_free(&p->mon_out_w);
     rusm__map_free(&p->mon_out_t);
     rusm__map_free(&p->mon_in_w);
     rusm__map_free(&p->mon_in_t);
     free(p);
+  }
+  while (n->dialfails) {
+    dialfail *d = n->dialfails;
+    n->dialfails = d->next;
+    free(d);
   }
   while (n->factories) {
     factory *f = n->factories;
@@ -1688,10 +1816,11 @@ static int request(rusm_proc *self, rusm_node *n, const char *node,
                    rusm_msg **out) {
   pthread_mutex_lock(&n->mu);
   peer *p = peer_by_name(n, node);
-  uint64_t id = ++n->next_req;
-  pthread_mutex_unlock(&n->mu);
-  if (!p || !p->up)
+  if (!p || !p->up) {
+    pthread_mutex_unlock(&n->mu);
     return RUSM_ENODE_DOWN;
+  }
+  uint64_t id = ++n->next_req;
   *req_id = id;
   switch (f->kind) {
   case RUSM__WIRE_SPAWN_REQ:
@@ -1704,13 +1833,31 @@ static int request(rusm_proc *self, rusm_node *n, const char *node,
     f->info_req.req_id = id;
     break;
   }
-  int rc = send_frame(n, p, f);
+  /* pending before it leaves: the peer going down answers it */
+  int rc = pend_add(p, id, rusm_self(self));
+  if (rc == 0) {
+    rc = rusm__wire_encode(&p->out, f);
+    if (rc < 0)
+      pend_take(p, id);
+  }
+  bool wake = rc == 0 && !p->dirty;
+  if (wake)
+    mark_dirty(n, p);
+  pthread_mutex_unlock(&n->mu);
   if (rc < 0)
     return rc;
+  if (wake)
+    wake_io(n);
   rusm_filter flt = rusm_filter_tag(TAG_REPLY);
   flt.pred = reply_is;
   flt.pred_arg = req_id;
-  return rusm_receive(self, &flt, timeout_ms, out);
+  rc = rusm_receive(self, &flt, timeout_ms, out);
+  if (rc != 0) {
+    pthread_mutex_lock(&n->mu);
+    pend_take(p, id); /* a reply after this is dropped */
+    pthread_mutex_unlock(&n->mu);
+  }
+  return rc;
 }
 
 int rusm_spawn_on(rusm_proc *self, const char *node, const char *factory_name,

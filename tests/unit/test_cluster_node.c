@@ -392,6 +392,22 @@ static void three_nodes_converge(void **state) {
   world_down(&w);
 }
 
+/* A request in flight when its peer goes down fails at once (here with
+ * no deadline: it would hang if the loss did not answer it). */
+static void request_fails_when_peer_lost(void **state) {
+  (void)state;
+  world w;
+  world_up(&w);
+  assert_int_equal(rusm_node_factory(w.n[1], "echo", echo_factory, NULL), 0);
+  /* garbage ahead of the request on the stream: beta closes on it */
+  const uint8_t junk[] = {0, 0, 0, 0, 0, 0, 0, 0};
+  assert_int_equal(rusm__node_inject_raw(w.n[0], "beta", junk, sizeof junk), 0);
+  rusm_pid_t child = 0;
+  int rc = rusm_spawn_on(w.e.me, "beta", "echo", NULL, 0, 0, -1, &child, NULL);
+  assert_int_equal(rc, RUSM_ENODE_DOWN);
+  world_down(&w);
+}
+
 static void remote_spawn_and_attach(void **state) {
   (void)state;
   world w;
@@ -451,6 +467,7 @@ int main(void) {
       cmocka_unit_test(remote_spawn_and_attach),
       cmocka_unit_test(forged_claim_rejected),
       cmocka_unit_test(malformed_frame_closes_connection),
+      cmocka_unit_test(request_fails_when_peer_lost),
   };
   return t_run("cluster_node", tests, sizeof tests / sizeof tests[0]);
 }
