@@ -14,6 +14,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -416,6 +417,9 @@ static rusm_proc *idle(rusm__sched *s) {
     if ((p = try_steal(s, NULL)) != NULL)
       break;
     if ((spins & 63) == 63) {
+      /* Spinning must not keep other runnable threads (a node's I/O
+       * thread, another runtime) off this core: let them run first. */
+      sched_yield();
       int64_t now = rusm_now_ns();
       int64_t nt = next_timer(s);
       if ((nt >= 0 && nt <= now) || rusm__timers_pending_requests(s))
