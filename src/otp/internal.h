@@ -280,10 +280,11 @@ typedef struct rusm__dist_ops {
 
 /* Installs (or with ops NULL removes) the distribution hook. */
 void rusm__set_dist(rusm_rt *rt, const rusm__dist_ops *ops, void *ctx);
-/* A node for another node's pid: routed, or, with no route, answered as
- * Erlang does for an unconnected node (links and monitors get
- * noconnection; messages are dropped). */
-void rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
+/* A node for another node's pid goes to the route (which takes m) and
+ * true is returned. False (m untouched) for a local pid, or when no node
+ * runs: then a remote pid is treated as a dead one (noproc), as before a
+ * cluster exists. */
+bool rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 /* Local delivery of a node built elsewhere (m->from already set): the
  * cluster's receive path. 0, or RUSM_ENOPROC when `to` is not alive. */
 int rusm__deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);

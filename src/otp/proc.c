@@ -153,10 +153,9 @@ static int deliver(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   rusm__charge(1);
   rusm_proc *p = rusm__proc_get(rt, to);
   if (!p || rusm__exited(p)) {
-    if (p)
+    if (p) {
       rusm__proc_unref(p);
-    else if (rusm_pid_node(to) != rt->opts.node_id && to) {
-      rusm__route_remote(rt, to, m); /* off the fast path: lookup failed */
+    } else if (rusm__route_remote(rt, to, m)) { /* off the fast path */
       rusm__preempt_point();
       return 0;
     }

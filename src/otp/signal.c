@@ -106,14 +106,15 @@ void rusm__set_dist(rusm_rt *rt, const rusm__dist_ops *ops, void *ctx) {
   atomic_store_explicit(&rt->dist, ops, memory_order_release);
 }
 
-void rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+bool rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  if (!to || rusm_pid_node(to) == rt->opts.node_id)
+    return false;
   const rusm__dist_ops *d =
       atomic_load_explicit(&rt->dist, memory_order_acquire);
-  if (d) {
-    d->route(rt->dist_ctx, to, m);
-    return;
-  }
-  rusm__answer_unreachable(rt, to, m);
+  if (!d)
+    return false;
+  d->route(rt->dist_ctx, to, m);
+  return true;
 }
 
 void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
@@ -131,10 +132,8 @@ void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
 int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   rusm_proc *p = rusm__proc_get(rt, to);
   if (!p) {
-    if (to && rusm_pid_node(to) != rt->opts.node_id) {
-      rusm__route_remote(rt, to, m);
+    if (rusm__route_remote(rt, to, m))
       return 0; /* the answer, if any, comes back as a signal */
-    }
     rusm__free_node(m);
     return RUSM_ENOPROC;
   }

@@ -19,18 +19,20 @@ static rusm_pid_t remote_pid(uint32_t slot) {
   return rusm_pid_make(REMOTE_NODE, slot, 1);
 }
 
+/* No node running: another node's pid is a dead pid (noproc), as the
+ * tests of signal.c and proc.c also check. */
 static void no_route_link_monitor_send(void **state) {
   (void)state;
   t_env e;
   t_start(&e, 2);
   rusm_pid_t r = remote_pid(3);
   rusm_trap_exit(e.me, true);
-  assert_int_equal(rusm_link(e.me, r), 0);
+  assert_int_equal(rusm_link(e.me, r), RUSM_ENOPROC);
   rusm_msg *m = t_recv_tag(&e, RUSM_TAG_EXIT);
   rusm_exit_info x;
   assert_int_equal(rusm_msg_exit(m, &x), 0);
   assert_true(x.from == r);
-  assert_int_equal(x.reason.code, RUSM_EXIT_NOCONNECTION);
+  assert_int_equal(x.reason.code, RUSM_EXIT_NOPROC);
   rusm_msg_free(m);
 
   rusm_ref ref = 0;
@@ -39,12 +41,47 @@ static void no_route_link_monitor_send(void **state) {
   rusm_down_info d;
   assert_int_equal(rusm_msg_down(m, &d), 0);
   assert_true(d.ref == ref && d.pid == r);
-  assert_int_equal(d.reason.code, RUSM_EXIT_NOCONNECTION);
+  assert_int_equal(d.reason.code, RUSM_EXIT_NOPROC);
   rusm_msg_free(m);
 
-  /* a message to an unreachable node is dropped, as Erlang's */
-  assert_int_equal(rusm_send(e.rt, r, T_TAG, "x", 1), 0);
+  assert_int_equal(rusm_send(e.rt, r, T_TAG, "x", 1), 0); /* dropped */
+  assert_int_equal(rusm_exit(e.rt, r, RUSM_REASON_KILL), RUSM_ENOPROC);
   t_expect_nothing(&e, NULL);
+  t_stop(&e);
+}
+
+/* A route that reaches nothing, as a node's for an unknown node. */
+static void nowhere(void *ctx, rusm_pid_t to, rusm_msg *m) {
+  rusm__answer_unreachable(ctx, to, m);
+}
+static const rusm__dist_ops nowhere_ops = {.route = nowhere};
+
+/* What a node answers for a node it cannot reach: noconnection. */
+static void unreachable_answers(void **state) {
+  (void)state;
+  t_env e;
+  t_start(&e, 2);
+  rusm__set_dist(e.rt, &nowhere_ops, e.rt);
+  rusm_pid_t r = remote_pid(3);
+  rusm_trap_exit(e.me, true);
+  assert_int_equal(rusm_link(e.me, r), 0); /* the answer is a signal */
+  rusm_msg *m = t_recv_tag(&e, RUSM_TAG_EXIT);
+  rusm_exit_info x;
+  assert_int_equal(rusm_msg_exit(m, &x), 0);
+  assert_true(x.from == r);
+  assert_int_equal(x.reason.code, RUSM_EXIT_NOCONNECTION);
+  rusm_msg_free(m);
+  rusm_ref ref = 0;
+  assert_int_equal(rusm_monitor(e.me, r, &ref), 0);
+  m = t_recv_tag(&e, RUSM_TAG_DOWN);
+  rusm_down_info d;
+  assert_int_equal(rusm_msg_down(m, &d), 0);
+  assert_true(d.ref == ref && d.pid == r);
+  assert_int_equal(d.reason.code, RUSM_EXIT_NOCONNECTION);
+  rusm_msg_free(m);
+  assert_int_equal(rusm_send(e.rt, r, T_TAG, "x", 1), 0); /* dropped */
+  t_expect_nothing(&e, NULL);
+  rusm__set_dist(e.rt, NULL, NULL);
   t_stop(&e);
 }
 
@@ -155,6 +192,7 @@ static void deliver_from_remote(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(no_route_link_monitor_send),
+      cmocka_unit_test(unreachable_answers),
       cmocka_unit_test(routed_nodes),
       cmocka_unit_test(deliver_from_remote),
   };
