@@ -15,19 +15,6 @@
 #include <string.h>
 
 #include "otp/alloc.h"
-#include <stdio.h>
-#include <stdlib.h>
-#define TR(s, ...)                                                             \
-  do {                                                                         \
-    if (getenv("SWIM_TRACE") &&                                                \
-        s->now - 1000000 > (uint64_t)atoll(getenv("SWIM_TRACE")) &&            \
-        s->now - 1000000 < (uint64_t)atoll(getenv("SWIM_TRACE")) + 3000) {     \
-      fprintf(stderr, "%llu n%u: ", (unsigned long long)(s->now - 1000000),    \
-              s->self.id);                                                     \
-      fprintf(stderr, __VA_ARGS__);                                            \
-      fputc(10, stderr);                                                       \
-    }                                                                          \
-  } while (0)
 
 /* ------------------------------------------------------------------ */
 /* Wire constants                                                      */
@@ -208,6 +195,7 @@ struct rusm__swim {
   notify notify[NOTIFY_MAX];
 
   uint64_t join_due, sync_due, reconnect_due, unknown_ok;
+  uint64_t reconnect_round;
 
   /* Piggybacked updates, in insertion order. */
   bcast *bq;
@@ -609,6 +597,8 @@ static void push_tx(rusm__swim *s, const char *addr, size_t len) {
   assert(len <= s->cfg.max_message);
   if (s->tx_n == s->tx_cap) {
     size_t cap = s->tx_cap ? 2 * s->tx_cap : 32;
+    if (cap > TXQ_MAX)
+      cap = TXQ_MAX;
     tx *q = s->tx_n >= TXQ_MAX ? NULL : rusm__xmalloc(cap * sizeof *q);
     if (!q) {
       s->st.messages_dropped++;
@@ -854,7 +844,7 @@ static member *new_member(rusm__swim *s, const ident *id, uint8_t state) {
     evict_tombstone(s);
   if (s->n_mem == s->cap_mem) {
     size_t cap = s->cap_mem ? 2 * s->cap_mem : 16;
-    member **a = rusm__xrealloc(s->mem, cap * sizeof *a);
+    member **a = rusm__xrealloc(s->mem, cap * sizeof(member *));
     if (!a) {
       s->err = RUSM_ENOMEM;
       return NULL;
@@ -989,7 +979,6 @@ static void update_deadline(rusm__swim *s, member *m) {
 /* Makes m dead (reason FAILED, LEFT, RESTARTED or CONFLICT), reports it
  * and queues the news. */
 static void mark_dead(rusm__swim *s, member *m, rusm__swim_reason reason) {
-  TR(s, "DEAD %u inc %u", m->id, m->inc);
   assert(is_live(m));
   set_state(s, m,
             reason == RUSM__SWIM_REASON_LEFT ? RUSM__SWIM_LEFT
@@ -1000,7 +989,8 @@ static void mark_dead(rusm__swim *s, member *m, rusm__swim_reason reason) {
   bcast_member(s, m);
 }
 
-/* Records that boot is dead for good without it ever being up here. */
+/* Records boot as dead for `reason`: a tombstone (made if need be, no
+ * event) or, for a live member, a death reported as usual. */
 static void tombstone(rusm__swim *s, const ident *id,
                       rusm__swim_reason reason) {
   member *m = find_boot(s, id->boot);
@@ -1021,7 +1011,6 @@ static void tombstone(rusm__swim *s, const ident *id,
 }
 
 static void set_alive(rusm__swim *s, member *m, uint32_t inc) {
-  TR(s, "alive %u inc %u (was %u state %u)", m->id, inc, m->inc, m->state);
   bool was_suspect = m->state == RUSM__SWIM_SUSPECT;
   m->inc = inc;
   set_state(s, m, RUSM__SWIM_ALIVE);
@@ -1072,7 +1061,6 @@ static void notify_tick(rusm__swim *s) {
 /* Someone says this node is suspect or dead at inc: refute with a higher
  * incarnation, told to every member at once. */
 static void refute(rusm__swim *s, uint32_t inc) {
-  TR(s, "REFUTE inc %u", inc);
   s->self.inc = (inc > s->self.inc ? inc : s->self.inc) + 1;
   if (s->health < HEALTH_MAX)
     s->health++;
@@ -1192,7 +1180,6 @@ static void apply_alive(rusm__swim *s, const ident *id) {
 }
 
 static bool add_suspector(rusm__swim *s, member *m, uint64_t from) {
-  TR(s, "confirm %u from %llx", m->id, (unsigned long long)from);
   for (unsigned i = 0; i < m->n_suspectors; i++)
     if (m->suspectors[i] == from)
       return false;
@@ -1208,7 +1195,6 @@ static bool add_suspector(rusm__swim *s, member *m, uint64_t from) {
 /* m becomes suspect at inc on the word of `from`. */
 static void start_suspicion(rusm__swim *s, member *m, uint32_t inc,
                             uint64_t from) {
-  TR(s, "suspect %u inc %u from %llx", m->id, inc, (unsigned long long)from);
   m->inc = inc;
   set_state(s, m, RUSM__SWIM_SUSPECT);
   m->susp_start = s->now;
@@ -1363,7 +1349,6 @@ static void send_ack(rusm__swim *s, const char *addr, uint32_t seq,
 }
 
 static void start_probe(rusm__swim *s, member *m) {
-  TR(s, "probe %u tick %llu", m->id, (unsigned long long)s->tick_no);
   probe *p = &s->pr;
   uint64_t h = 1 + s->health; /* Lifeguard: a struggling node waits more */
   p->active = true;
@@ -1451,7 +1436,6 @@ static void probe_finish(rusm__swim *s) {
   if (p->acked)
     return;
   s->st.probes_failed++;
-  TR(s, "probe of boot %llx failed", (unsigned long long)p->boot);
   /* Lifeguard: missing nacks mean this node's own links are bad. */
   uint32_t up = 1;
   if (p->expected_nacks)
@@ -1561,7 +1545,8 @@ static void handle_join(rusm__swim *s, const char *from_addr, const pmsg *pm) {
   const member *holder = NULL;
   member *restart_of = NULL;
   rusm__swim_reason why = RUSM__SWIM_REASON_NONE;
-  member *old = find_boot(s, j->boot);
+  const member *old = find_boot(s, j->boot);
+  bool was_live = old && is_live(old); /* (old may go below: evictions) */
   if (old && old->final) {
     why = RUSM__SWIM_REASON_STALE;
     holder = &joiner;
@@ -1619,7 +1604,7 @@ static void handle_join(rusm__swim *s, const char *from_addr, const pmsg *pm) {
   if (s->run != RUN_ACTIVE)
     return;
   member *m = find_boot(s, j->boot);
-  if (m && is_live(m)) {
+  if (m && is_live(m) && (!was_live || restart_of)) {
     /* Everyone hears of the change now, not a few periods later. */
     fan_len += enc_entry(fan + fan_len, m, false);
     fan_n++;
@@ -1714,27 +1699,18 @@ int rusm__swim_handle_message(rusm__swim *s, const char *from_addr,
   if (rc)
     return rc;
   advance(s, now_ms);
-  if (getenv("SWIM_TRACE") &&
-      s->self.id == (unsigned)atoi(getenv("SWIM_TRACE_ID")
-                                       ? getenv("SWIM_TRACE_ID")
-                                       : "0")) {
-    char buf[2000];
-    size_t o = 0;
-    for (unsigned i = 0; i < pm->n && o < 1900; i++)
-      o += (size_t)snprintf(buf + o, 2000 - o, " %u:%u@%u", pm->e[i].kind,
-                            pm->e[i].id, pm->e[i].inc);
-    buf[o] = 0;
-    TR(s, "rx type %u from %u inc %u:%s", pm->type, pm->id, pm->inc, buf);
-  }
   if (s->run != RUN_ACTIVE || pm->boot == s->self.boot)
     return 0;
   s->err = 0;
   member *snd = find_boot(s, pm->boot);
   bool join = pm->type == T_SYNC && (pm->flags & SYNC_JOIN);
   if (snd && snd->final) {
-    /* A stale instance: nothing it says counts. */
+    /* A stale instance or a conflict's loser: nothing it says counts, but
+     * it hears why (and stops), unless it left of its own accord. */
     if (join)
       handle_join(s, from_addr, pm);
+    else if (snd->state == RUSM__SWIM_DEAD)
+      tell_dead(s, snd, from_addr);
     return s->err;
   }
   if (join) {
@@ -1745,6 +1721,7 @@ int rusm__swim_handle_message(rusm__swim *s, const char *from_addr,
     handle_refuse(s, pm);
     return s->err;
   }
+  bool known = snd != NULL;
   sender_seen(s, snd, pm, from_addr);
   if (s->run != RUN_ACTIVE)
     return s->err;
@@ -1752,7 +1729,8 @@ int rusm__swim_handle_message(rusm__swim *s, const char *from_addr,
     apply_entries(s, pm, true);
     if (s->run != RUN_ACTIVE)
       return s->err;
-    if (pm->flags & SYNC_JOINED)
+    /* A seed's answer, or a member's view exchange: this node is in. */
+    if ((pm->flags & SYNC_JOINED) || (s->n_live > 0 && known))
       s->joined = true;
     if (pm->flags & SYNC_REQ)
       send_state(s, from_addr, 0);
@@ -1793,7 +1771,8 @@ static void gc_tombstones(rusm__swim *s) {
   }
 }
 
-static bool seed_is_live(const rusm__swim *s, const char *addr) {
+/* This node's address, or a live member's. */
+static bool addr_is_live(const rusm__swim *s, const char *addr) {
   size_t an = strlen(addr);
   if (str_eq(addr, an, s->self.addr, s->self.addr_len))
     return true;
@@ -1804,30 +1783,39 @@ static bool seed_is_live(const rusm__swim *s, const char *addr) {
   return false;
 }
 
+/* A failed member at an address no live member holds now. */
+static bool reconnect_target(const rusm__swim *s, const member *m) {
+  return m->state == RUSM__SWIM_DEAD && !m->final && m->has_ident &&
+         !addr_is_live(s, m->addr);
+}
+
 /* Heals partitions: a hello to one member thought failed, or to one seed
  * nobody live answers at. The failed member learns it is held dead (the
  * entry sent along) and refutes; its full view comes back. */
 static void reconnect(rusm__swim *s) {
-  size_t cand = 0;
+  size_t failed = 0, seeds = 0;
   for (size_t i = 0; i < s->n_mem; i++)
-    cand += s->mem[i]->state == RUSM__SWIM_DEAD && !s->mem[i]->final &&
-            s->mem[i]->has_ident;
+    failed += reconnect_target(s, s->mem[i]);
   for (size_t i = 0; i < s->n_seeds; i++)
-    cand += !seed_is_live(s, s->seeds[i]);
-  if (cand == 0)
+    seeds += !addr_is_live(s, s->seeds[i]);
+  /* Seeds and failed members take turns: after much churn the failed
+   * outnumber the seeds, and the seeds are what joins two clusters that
+   * no longer know each other's members. */
+  s->reconnect_round++;
+  bool to_seed = seeds > 0 && (failed == 0 || (s->reconnect_round & 1));
+  if (!to_seed && failed == 0)
     return;
-  size_t pick = rnd_below(s, cand);
-  for (size_t i = 0; i < s->n_mem; i++) {
-    const member *m = s->mem[i];
-    if (m->state == RUSM__SWIM_DEAD && !m->final && m->has_ident &&
-        pick-- == 0) {
-      send_hello(s, m->addr, SYNC_REQ, m);
-      return;
-    }
+  size_t pick = rnd_below(s, to_seed ? seeds : failed);
+  if (to_seed) {
+    for (size_t i = 0; i < s->n_seeds; i++)
+      if (!addr_is_live(s, s->seeds[i]) && pick-- == 0) {
+        send_hello(s, s->seeds[i], SYNC_REQ, NULL);
+        return;
+      }
   }
-  for (size_t i = 0; i < s->n_seeds; i++)
-    if (!seed_is_live(s, s->seeds[i]) && pick-- == 0) {
-      send_hello(s, s->seeds[i], SYNC_REQ, NULL);
+  for (size_t i = 0; i < s->n_mem; i++)
+    if (reconnect_target(s, s->mem[i]) && pick-- == 0) {
+      send_hello(s, s->mem[i]->addr, SYNC_REQ, s->mem[i]);
       return;
     }
 }

@@ -40,33 +40,33 @@ enum {
   RUSM_ESWIM_VERSION = -221,   /* a message of an unknown version */
 };
 
-#define RUSM__SWIM_VERSION 1       /* first byte of every message */
-#define RUSM__SWIM_NAME_MAX 63     /* node names: 1..63 of [A-Za-z0-9._-] */
-#define RUSM__SWIM_ADDR_MAX 127    /* addresses: 1..127 bytes, no NUL */
+#define RUSM__SWIM_VERSION 1        /* first byte of every message */
+#define RUSM__SWIM_NAME_MAX 63      /* node names: 1..63 of [A-Za-z0-9._-] */
+#define RUSM__SWIM_ADDR_MAX 127     /* addresses: 1..127 bytes, no NUL */
 #define RUSM__SWIM_NODE_ID_MAX 2047 /* node ids: 1..2047 */
-#define RUSM__SWIM_MESSAGE_MIN 512 /* smallest max_message accepted */
+#define RUSM__SWIM_MESSAGE_MIN 512  /* smallest max_message accepted */
 
 /* Tunables. A zero field takes its default (rusm__swim_config_default
  * fills them all in); times in milliseconds. */
 typedef struct rusm__swim_config {
-  uint32_t probe_interval_ms; /* T: one probe per period (200) */
-  uint32_t probe_timeout_ms;  /* direct ack wait before ping-req (100), < T */
-  uint32_t indirect_checks;   /* k members asked to ping-req (3) */
-  uint32_t suspicion_mult;    /* S_min = mult * T (3) */
+  uint32_t probe_interval_ms;  /* T: one probe per period (200) */
+  uint32_t probe_timeout_ms;   /* direct ack wait before ping-req (100), < T */
+  uint32_t indirect_checks;    /* k members asked to ping-req (3) */
+  uint32_t suspicion_mult;     /* S_min = mult * T (3) */
   uint32_t suspicion_max_mult; /* S_max = max_mult * S_min (2) */
   uint32_t suspicion_confirmations; /* K suspectors bring S_max to S_min (3) */
-  uint32_t retransmit_mult;   /* lambda: updates ride lambda*log10(n+1)
-                                 messages, rounded up (4) */
-  uint32_t max_message;       /* bytes per message (1400), >= 512 */
-  uint32_t join_retry_ms;     /* JOIN resent to the seeds until one
-                                 answers (1000) */
-  uint32_t sync_interval_ms;  /* full-state exchange with a random
-                                 member (10000) */
-  uint32_t reconnect_interval_ms; /* a sync with a failed member or an
-                                     absent seed, to heal partitions (1000) */
-  uint32_t tombstone_ttl_ms;  /* how long dead members are remembered
-                                 (3600000) */
-  uint64_t seed;              /* PRNG seed (any value, 0 included) */
+  uint32_t retransmit_mult;         /* lambda: updates ride lambda*log10(n+1)
+                                       messages, rounded up (4) */
+  uint32_t max_message;             /* bytes per message (1400), >= 512 */
+  uint32_t join_retry_ms;           /* JOIN resent to the seeds until one
+                                       answers (1000) */
+  uint32_t sync_interval_ms;        /* full-state exchange with a random
+                                       member (10000) */
+  uint32_t reconnect_interval_ms;   /* a sync with a failed member or an
+                                       absent seed, to heal partitions (1000) */
+  uint32_t tombstone_ttl_ms;        /* how long dead members are remembered
+                                       (3600000) */
+  uint64_t seed;                    /* PRNG seed (any value, 0 included) */
 } rusm__swim_config;
 
 /* Fills every field with its default (seed 0). */
@@ -139,14 +139,14 @@ typedef struct rusm__swim_transmit {
 } rusm__swim_transmit;
 
 typedef struct rusm__swim_stats {
-  uint64_t probes;          /* probes started */
-  uint64_t probes_failed;   /* ... that got no ack, direct or indirect */
-  uint64_t suspicions;      /* suspicions this node started */
-  uint64_t refutations;     /* suspicions of this node it refuted */
-  uint64_t messages_sent;   /* messages queued for transmission */
+  uint64_t probes;           /* probes started */
+  uint64_t probes_failed;    /* ... that got no ack, direct or indirect */
+  uint64_t suspicions;       /* suspicions this node started */
+  uint64_t refutations;      /* suspicions of this node it refuted */
+  uint64_t messages_sent;    /* messages queued for transmission */
   uint64_t messages_dropped; /* not queued: queue full or no memory */
-  uint64_t events_dropped;  /* not queued: no memory */
-  uint32_t health;          /* Lifeguard local health multiplier, 0..8 */
+  uint64_t events_dropped;   /* not queued: no memory */
+  uint32_t health;           /* Lifeguard local health multiplier, 0..8 */
 } rusm__swim_stats;
 
 typedef struct rusm__swim rusm__swim;
@@ -170,8 +170,7 @@ int rusm__swim_add_seed(rusm__swim *s, const char *addr);
  * nothing changed), RUSM_EINVAL (NULL arguments), RUSM_ENOMEM (partly
  * applied: the protocol repairs it). */
 int rusm__swim_handle_message(rusm__swim *s, const char *from_addr,
-                              const uint8_t *bytes, size_t n,
-                              uint64_t now_ms);
+                              const uint8_t *bytes, size_t n, uint64_t now_ms);
 /* Runs what is due at now_ms. Cheap when nothing is. */
 void rusm__swim_handle_timeout(rusm__swim *s, uint64_t now_ms);
 /* When handle_timeout is next due (absolute ms), UINT64_MAX for never. */
@@ -205,7 +204,8 @@ int rusm__swim_find(const rusm__swim *s, uint16_t node_id,
 /* This node's own record (its incarnation changes as it refutes). */
 void rusm__swim_self_record(const rusm__swim *s, rusm__swim_member *out);
 
-/* True once a seed accepted the JOIN (or when no seed was ever given). */
+/* True once a seed accepted the JOIN or a member exchanged views with this
+ * node (and when no seed was ever given). */
 bool rusm__swim_joined(const rusm__swim *s);
 /* True after rusm__swim_leave or a JOIN_REFUSED about this node. */
 bool rusm__swim_stopped(const rusm__swim *s);
