@@ -50,8 +50,9 @@ typedef struct rusm_node_opts {
   const char *ca_file;   /* the cluster CA certificate (PEM) */
   const char *cert_file; /* this node's certificate (PEM) */
   const char *key_file;  /* its key (PEM) */
-  /* Failure detection: probe period in ms (0: 200). A dead node is declared
-   * down within about 7.5 periods (docs/internals/cluster-membership.md). */
+  /* Failure detection: probe period T in ms (0: 200). A dead node is
+   * declared down within 9T plus the network delay (1.8 s by default;
+   * docs/internals/cluster-membership.md). */
   uint32_t probe_ms;
   /* Log lines (refused peers, members up/down); NULL: stderr. */
   void (*log)(void *ud, const char *line);
