@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,7 @@
 #define NODE_MAX (RUSM_NODE_ID_MAX + 1)
 #define OUT_MAX ((size_t)64 << 20) /* queued bytes per peer: then drop msgs */
 #define TICK_NS 100000000ull       /* housekeeping period */
+#define IO_SPIN_NS 20000ull        /* I/O thread polls this long, then sleeps */
 #define TAG_REPLY (RUSM_TAG_SYSTEM | 0x13) /* answers to rusm_spawn_on ... */
 
 /* ---- a set of (local pid, remote pid) pairs: cross-node links -------- */
@@ -198,6 +200,7 @@ struct rusm_node {
   conn_ctx *conns;     /* I/O thread */
   dialfail *dialfails; /* I/O thread */
   uint64_t next_tick;
+  uint64_t spin_ns; /* I/O thread: how long it polls before sleeping */
 
   pthread_mutex_t mu; /* recursive: a factory may send to other nodes */
   peer *_Atomic peers[NODE_MAX];
@@ -1367,7 +1370,17 @@ static void *io_main(void *arg) {
       ts.tv_sec = (time_t)(d / 1000000000ull);
       ts.tv_nsec = (long)(d % 1000000000ull);
     }
-    int k = epoll_pwait2(n->epfd, evs, 8, &ts, NULL);
+    /* A reply often follows within microseconds: look again for a short
+     * while (yielding the core) before paying a sleep and a wake-up. */
+    int k = 0;
+    if (due > now && n->spin_ns)
+      for (uint64_t t0 = now; k == 0 && mono_ns() - t0 < n->spin_ns;) {
+        k = epoll_wait(n->epfd, evs, 8, 0);
+        if (k == 0)
+          sched_yield();
+      }
+    if (k == 0)
+      k = epoll_pwait2(n->epfd, evs, 8, &ts, NULL);
     now = mono_ns();
     for (int i = 0; i < k; i++) {
       if (evs[i].data.u32 == 1) {
@@ -1509,6 +1522,7 @@ int rusm_node_start(rusm_rt *rt, const rusm_node_opts *o, rusm_node **out) {
   n->epfd = n->evfd = -1;
   n->log = o->log;
   n->log_ud = o->log_ud;
+  n->spin_ns = IO_SPIN_NS;
   snprintf(n->name, sizeof n->name, "%s", o->name);
   pthread_mutexattr_t ma;
   pthread_mutexattr_init(&ma);
