@@ -210,8 +210,15 @@ struct rusm_node {
   size_t nsubs, subs_cap;
   rusm_pid_t agent; /* watches processes with global names */
   uint64_t next_req;
-  rusm_node_stats st;
+  /* Counters: bumped on any thread (relaxed: statistics only). */
+  struct {
+    _Atomic uint64_t members_up, frames_out, frames_in, bytes_out, bytes_in,
+        msgs_dropped, peers_refused, bad_frames, claims_rejected, noconnection;
+  } st;
 };
+
+#define CNT(n, field, v)                                                       \
+  atomic_fetch_add_explicit(&(n)->st.field, (uint64_t)(v), memory_order_relaxed)
 
 static const rusm__dist_ops node_dist;
 static bool dial_failed(rusm_node *n, const char *addr, uint64_t now);
@@ -375,13 +382,13 @@ static void route(void *ctx, rusm_pid_t to, rusm_msg *m) {
   pthread_mutex_lock(&n->mu);
   peer *p = peer_get(n, id, false);
   if (!p || !p->known || atomic_load(&n->stopping)) {
-    n->st.msgs_dropped += m->kind == RUSM__N_MSG;
+    CNT(n, msgs_dropped, m->kind == RUSM__N_MSG);
     pthread_mutex_unlock(&n->mu);
     rusm__answer_unreachable(n->rt, to, m);
     return;
   }
   if (m->kind == RUSM__N_MSG && p->out.len > OUT_MAX) {
-    n->st.msgs_dropped++; /* the peer does not keep up: shed, as a mailbox */
+    CNT(n, msgs_dropped, 1); /* the peer does not keep up: shed, as a mailbox */
     pthread_mutex_unlock(&n->mu);
     rusm__free_node(m);
     return;
@@ -389,13 +396,13 @@ static void route(void *ctx, rusm_pid_t to, rusm_msg *m) {
   int rc = encode_node(p, to, m);
   bool wake = false;
   if (rc == 0) {
-    n->st.frames_out++;
+    CNT(n, frames_out, 1);
     if (!p->dirty && p->up) {
       mark_dirty(n, p);
       wake = true;
     }
   } else {
-    n->st.msgs_dropped++;
+    CNT(n, msgs_dropped, 1);
   }
   pthread_mutex_unlock(&n->mu);
   rusm__free_node(m);
@@ -530,8 +537,8 @@ static void peer_down(rusm_node *n, peer *p, const char *why) {
   rusm__map_free(&iw);
   rusm__map_free(&it);
   pthread_mutex_lock(&n->mu);
-  n->st.noconnection += fired;
-  n->st.members_up--;
+  CNT(n, noconnection, fired);
+  CNT(n, members_up, (uint64_t)-1);
   rusm__greg_member_down(n->greg, name, boot);
   pthread_mutex_unlock(&n->mu);
   pump_greg(n);
@@ -622,7 +629,7 @@ static void peer_up(rusm_node *n, conn_ctx *cc, const rusm__wire_hello *h) {
   p->conn = cc;
   p->dialing = false;
   cc->p = p;
-  n->st.members_up++;
+  CNT(n, members_up, 1);
   if (p->out.len)
     mark_dirty(n, p);
   rusm__greg_member_up(n->greg, p->name, p->id, p->boot);
@@ -970,7 +977,7 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     pthread_mutex_lock(&n->mu);
     if (rusm__greg_handle_message(n->greg, p->name, f->opaque.data.p,
                                   f->opaque.data.len) < 0)
-      n->st.claims_rejected++;
+      CNT(n, claims_rejected, 1);
     pthread_mutex_unlock(&n->mu);
     pump_greg(n);
     return true;
@@ -981,7 +988,7 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
 
 static void on_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f,
                      bool *closed) {
-  n->st.frames_in++;
+  CNT(n, frames_in, 1);
   if (f->kind == RUSM__WIRE_SWIM) {
     rusm__swim_handle_message(n->swim, cc->addr, f->opaque.data.p,
                               f->opaque.data.len, mono_ns() / 1000000);
@@ -998,7 +1005,7 @@ static void on_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f,
         f->hello.node_id == n->id ||
         rusm__wire_negotiate(RUSM__WIRE_VERSION_MIN, RUSM__WIRE_VERSION_MAX,
                              f->hello.proto_min, f->hello.proto_max) < 0) {
-      n->st.bad_frames++;
+      CNT(n, bad_frames, 1);
       nlog(n,
            "closing %s: bad HELLO (name not its certificate's, id, "
            "or version)",
@@ -1020,7 +1027,7 @@ static void on_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f,
   }
   if (!cc->canonical || !cc->p || cc->p->conn != cc ||
       !handle_frame(n, cc, f)) {
-    n->st.bad_frames++;
+    CNT(n, bad_frames, 1);
     nlog(n, "closing connection to %s: unexpected %s frame", cc->addr,
          rusm__wire_kind_name(f->kind));
     conn_drop(n, cc, RUSM__WIRE_BYE_PROTOCOL, "unexpected frame");
@@ -1069,7 +1076,7 @@ static void on_data(rusm__quic_conn *c, const uint8_t *data, size_t len,
   conn_ctx *cc = rusm__quic_conn_ud(c);
   if (!cc)
     return;
-  n->st.bytes_in += len;
+  CNT(n, bytes_in, len);
   if (rusm__wire_reader_feed(&cc->rd, data, len) < 0) {
     conn_drop(n, cc, RUSM__WIRE_BYE_PROTOCOL, "out of memory");
     return;
@@ -1080,7 +1087,7 @@ static void on_data(rusm__quic_conn *c, const uint8_t *data, size_t len,
     if (rc == 0)
       return;
     if (rc < 0) {
-      n->st.bad_frames++;
+      CNT(n, bad_frames, 1);
       nlog(n, "closing connection to %s: %s", cc->addr,
            rusm__wire_strerror(rc));
       conn_drop(n, cc, RUSM__WIRE_BYE_PROTOCOL, rusm__wire_strerror(rc));
@@ -1104,7 +1111,7 @@ static void on_closed(rusm__quic_conn *c, int err, uint64_t app_code,
       nlog(n, "cannot connect to %s: %s (retrying with back-off)", cc->addr,
            why ? why : "closed");
     if (err <= -1000 || (err >= -299 && err <= -200))
-      n->st.peers_refused++;
+      CNT(n, peers_refused, 1);
   }
   peer *p = cc->p;
   if (p && p->conn == cc) {
@@ -1122,7 +1129,7 @@ static void on_closed(rusm__quic_conn *c, int err, uint64_t app_code,
 
 static void on_refused(const char *addr, int err, const char *why, void *ud) {
   rusm_node *n = ud;
-  n->st.peers_refused++;
+  CNT(n, peers_refused, 1);
   (void)err;
   nlog(n, "refused peer %s: %s", addr, why ? why : "");
 }
@@ -1334,7 +1341,7 @@ static void drain_out(rusm_node *n) {
       continue;
     int rc = rusm__quic_conn_send(p->conn->c, p->held.data, p->held.len);
     if (rc == 0) {
-      n->st.bytes_out += p->held.len;
+      CNT(n, bytes_out, p->held.len);
       rusm__wbuf_reset(&p->held);
     }
     /* RUSM_ENOBUFS: kept in held until on_writable */
@@ -2024,8 +2031,18 @@ int rusm_node_process_info(rusm_proc *self, rusm_pid_t pid, rusm_obs_proc *out,
 void rusm_node_stats_get(rusm_node *n, rusm_node_stats *out) {
   if (!n || !out)
     return;
+#define GET(field) atomic_load_explicit(&n->st.field, memory_order_relaxed)
+  *out = (rusm_node_stats){.members_up = GET(members_up),
+                           .frames_out = GET(frames_out),
+                           .frames_in = GET(frames_in),
+                           .bytes_out = GET(bytes_out),
+                           .bytes_in = GET(bytes_in),
+                           .msgs_dropped = GET(msgs_dropped),
+                           .peers_refused = GET(peers_refused),
+                           .bad_frames = GET(bad_frames),
+                           .noconnection = GET(noconnection)};
+#undef GET
   pthread_mutex_lock(&n->mu);
-  *out = n->st;
   rusm__greg_stats gs;
   rusm__greg_get_stats(n->greg, &gs);
   out->claims_rejected =
