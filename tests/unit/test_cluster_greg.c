@@ -177,7 +177,7 @@ typedef struct t_sim t_sim;
 struct t_node {
   t_sim *sim;
   int idx;
-  char name[12];
+  char name[16];
   uint16_t id;
   uint64_t boot;
   bool fail_sign;
@@ -222,10 +222,10 @@ static void node_start(t_sim *s, int i, uint64_t boot) {
   t_node *nd = &s->node[i];
   nd->sim = s;
   nd->idx = i;
-  snprintf(nd->name, sizeof nd->name, "n%d", i + 1);
+  snprintf(nd->name, sizeof nd->name, "n%d", (i + 1) % 1000);
   nd->id = (uint16_t)(i + 1);
   nd->boot = boot;
-  char cert[16];
+  char cert[32];
   snprintf(cert, sizeof cert, "cert:%s", nd->name);
   rusm__greg_config cfg = {
       .node_name = nd->name,
