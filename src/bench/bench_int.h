@@ -59,6 +59,10 @@ void rusm__bench_detach(rusm__bench_waiter *w);
 /* Sends tag with an int32 status payload (what rusm__bench_await reads). */
 int rusm__bench_send_status(rusm_rt *rt, rusm_pid_t to, uint64_t tag,
                             int32_t status);
+/* The whole buffer to / from a pipe or socket (EINTR retried); false on
+ * an error or end of file. */
+bool rusm__bench_write_all(int fd, const void *p, size_t len);
+bool rusm__bench_read_all(int fd, void *p, size_t len);
 
 #ifdef RUSM_HAVE_WASM
 /* build/guests/c/<name>.wasm (or under $RUSM_GUESTS_DIR) into buf. */

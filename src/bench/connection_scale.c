@@ -53,34 +53,6 @@ typedef struct child_report {
   int32_t err;
 } child_report;
 
-static bool write_all(int fd, const void *p, size_t len) {
-  const uint8_t *b = p;
-  while (len) {
-    ssize_t n = write(fd, b, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    b += n;
-    len -= (size_t)n;
-  }
-  return true;
-}
-
-static bool read_all(int fd, void *p, size_t len) {
-  uint8_t *b = p;
-  while (len) {
-    ssize_t n = read(fd, b, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    b += n;
-    len -= (size_t)n;
-  }
-  return true;
-}
-
 /* Closes every descriptor but keep_a and keep_b (inherited sockets would
  * keep the server's listening socket alive, and cost descriptors). */
 static void close_others(int keep_a, int keep_b) {
@@ -99,7 +71,7 @@ static _Noreturn void client_child(int cmd, int rep, uint64_t n) {
   child_report r = {0, 0};
   uint16_t port;
   int *fds = MAP_FAILED;
-  if (!read_all(cmd, &port, sizeof port))
+  if (!rusm__bench_read_all(cmd, &port, sizeof port))
     _exit(0);
   fds = mmap(NULL, n * sizeof *fds, PROT_READ | PROT_WRITE,
              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -140,7 +112,7 @@ static _Noreturn void client_child(int cmd, int rep, uint64_t n) {
     fds[r.connected] = fd;
   }
 report:
-  write_all(rep, &r, sizeof r);
+  rusm__bench_write_all(rep, &r, sizeof r);
   /* Hold them until the parent says stop (or goes away). */
   uint8_t stop;
   while (read(cmd, &stop, 1) < 0 && errno == EINTR) {
@@ -215,7 +187,7 @@ static int await_all(rusm__bench_waiter *w, int rep, child_report *r,
       return rc;
     struct pollfd pfd = {.fd = rep, .events = POLLIN};
     if (!*have_report && poll(&pfd, 1, 0) > 0) {
-      if (!read_all(rep, r, sizeof *r))
+      if (!rusm__bench_read_all(rep, r, sizeof *r))
         return RUSM_ESYS; /* the child died */
       *have_report = true;
       if (r->err) {
@@ -280,7 +252,7 @@ static int scale_run(const rusm_bench_env *env, rusm_bench_sample *out) {
   t0 = rusm_now_ns();
   if ((rc = rusm_tcp_listen(env->rt, "127.0.0.1", 0, &o, &acceptor, &port)) < 0)
     goto stop_child;
-  if (!write_all(cmd[1], &port, sizeof port)) {
+  if (!rusm__bench_write_all(cmd[1], &port, sizeof port)) {
     rc = RUSM_ESYS;
     goto stop_child;
   }

@@ -491,34 +491,6 @@ static int fanout_run(const rusm_bench_env *env, rusm_bench_sample *out) {
 #define ROLE_FAN 'F'
 #define ROLE_PING 'P'
 
-static bool write_all(int fd, const void *p, size_t len) {
-  const uint8_t *b = p;
-  while (len) {
-    ssize_t n = write(fd, b, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    b += n;
-    len -= (size_t)n;
-  }
-  return true;
-}
-
-static bool read_all(int fd, void *p, size_t len) {
-  uint8_t *b = p;
-  while (len) {
-    ssize_t n = read(fd, b, len);
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n <= 0)
-      return false;
-    b += n;
-    len -= (size_t)n;
-  }
-  return true;
-}
-
 /* A frame parser per connection: u32 length, then that many bytes. */
 typedef struct framer {
   uint32_t hdr_got; /* bytes of the length read so far */
@@ -564,7 +536,7 @@ static _Noreturn void tcp_child(int lfd, int rep, uint64_t total) {
   for (int i = 0; i < SENDERS + 1; i++) {
     int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
     uint8_t role = 0;
-    if (fd < 0 || !read_all(fd, &role, 1))
+    if (fd < 0 || !rusm__bench_read_all(fd, &role, 1))
       _exit(1);
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -594,7 +566,7 @@ static _Noreturn void tcp_child(int lfd, int rep, uint64_t total) {
         continue;
       }
       if (ping[i]) {
-        if (!write_all(p[i].fd, buf, (size_t)n))
+        if (!rusm__bench_write_all(p[i].fd, buf, (size_t)n))
           _exit(1);
         continue;
       }
@@ -602,7 +574,7 @@ static _Noreturn void tcp_child(int lfd, int rep, uint64_t total) {
       count += frames_in(&fr[i], buf, (size_t)n);
       if (before < total && count >= total) {
         uint8_t one = 1;
-        if (!write_all(rep, &one, 1))
+        if (!rusm__bench_write_all(rep, &one, 1))
           _exit(1);
       }
     }
@@ -626,7 +598,7 @@ static void *tcp_sender_main(void *arg) {
   rusm__bench_gate_wait(s->gate);
   for (uint64_t i = 0; i < s->per; i++) {
     memcpy(frame + 4, &i, sizeof i);
-    if (!write_all(s->fd, frame, sizeof frame)) {
+    if (!rusm__bench_write_all(s->fd, frame, sizeof frame)) {
       s->failed = true;
       break;
     }
@@ -645,7 +617,7 @@ static int tcp_connect(uint16_t port, uint8_t role) {
   if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
       (role == ROLE_PING &&
        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0) ||
-      !write_all(fd, &role, 1)) {
+      !rusm__bench_write_all(fd, &role, 1)) {
     close(fd);
     return -1;
   }
@@ -663,8 +635,8 @@ static int tcp_pings(int fd, rusm_bench_sample *out) {
   int rc = 0;
   for (uint32_t i = 0; i < PINGS + PING_WARMUP; i++) {
     int64_t t = rusm_now_ns();
-    if (!write_all(fd, frame, sizeof frame) ||
-        !read_all(fd, back, sizeof back)) {
+    if (!rusm__bench_write_all(fd, frame, sizeof frame) ||
+        !rusm__bench_read_all(fd, back, sizeof back)) {
       rc = RUSM_ESYS;
       break;
     }
@@ -688,7 +660,7 @@ static int await_byte(int fd) {
   uint8_t b;
   if (k == 0)
     return RUSM_ETIMEDOUT;
-  return k > 0 && read_all(fd, &b, 1) ? 0 : RUSM_ESYS;
+  return k > 0 && rusm__bench_read_all(fd, &b, 1) ? 0 : RUSM_ESYS;
 }
 
 static int fanout_baseline(const rusm_bench_env *env, rusm_bench_sample *out) {

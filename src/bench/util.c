@@ -2,6 +2,7 @@
  * util.c — statistics, /proc readers, waiters, gates and string building
  * for the harness and the scenarios.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -249,4 +250,32 @@ const char *rusm__bench_human(double v, char *buf, size_t len) {
   else
     snprintf(buf, len, "%.0f", v);
   return buf;
+}
+
+bool rusm__bench_write_all(int fd, const void *p, size_t len) {
+  const uint8_t *b = p;
+  while (len) {
+    ssize_t n = write(fd, b, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    b += n;
+    len -= (size_t)n;
+  }
+  return true;
+}
+
+bool rusm__bench_read_all(int fd, void *p, size_t len) {
+  uint8_t *b = p;
+  while (len) {
+    ssize_t n = read(fd, b, len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      return false;
+    b += n;
+    len -= (size_t)n;
+  }
+  return true;
 }

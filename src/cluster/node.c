@@ -470,6 +470,14 @@ static bool pend_take(peer *p, uint64_t id) {
 static void reply_to(rusm_node *n, rusm_pid_t to, const reply_hdr *h,
                      const void *extra, size_t len);
 
+/* A reply arrived: true when its request is still waiting. */
+static bool pend_take_locked(rusm_node *n, peer *p, uint64_t id) {
+  pthread_mutex_lock(&n->mu);
+  bool asked = pend_take(p, id);
+  pthread_mutex_unlock(&n->mu);
+  return asked;
+}
+
 static void peer_down(rusm_node *n, peer *p, const char *why) {
   pthread_mutex_lock(&n->mu);
   if (!p->up) {
@@ -899,9 +907,7 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     if (rusm_pid_node(r->requester) != n->id ||
         (r->pid && rusm_pid_node(r->pid) != p->id))
       return false;
-    pthread_mutex_lock(&n->mu);
-    bool asked = pend_take(p, r->req_id);
-    pthread_mutex_unlock(&n->mu);
+    bool asked = pend_take_locked(n, p, r->req_id);
     if (!asked) { /* the requester gave up: undo what the child got */
       if (r->pid)
         rusm__push_signal(n->rt, r->pid,
@@ -934,9 +940,7 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     const rusm__wire_procs_reply *r = &f->procs_reply;
     if (rusm_pid_node(r->requester) != n->id)
       return false;
-    pthread_mutex_lock(&n->mu);
-    bool asked = pend_take(p, r->req_id);
-    pthread_mutex_unlock(&n->mu);
+    bool asked = pend_take_locked(n, p, r->req_id);
     if (!asked)
       return true; /* late: the requester timed out */
     rusm_obs_proc *recs = calloc(r->count ? r->count : 1, sizeof *recs);
@@ -960,9 +964,7 @@ static bool handle_frame(rusm_node *n, conn_ctx *cc, const rusm__frame *f) {
     const rusm__wire_info_reply *r = &f->info_reply;
     if (rusm_pid_node(r->requester) != n->id)
       return false;
-    pthread_mutex_lock(&n->mu);
-    bool asked = pend_take(p, r->req_id);
-    pthread_mutex_unlock(&n->mu);
+    bool asked = pend_take_locked(n, p, r->req_id);
     if (!asked)
       return true;
     rusm_obs_proc o;

@@ -117,16 +117,23 @@ bool rusm__route_remote(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   return true;
 }
 
-void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+/* A link or monitor that cannot be kept: answered from `who` with code
+ * (m consumed; anything else is dropped). */
+static void answer(rusm_rt *rt, rusm_pid_t who, rusm_msg *m,
+                   rusm_exit_code code) {
   rusm_msg *r = NULL;
   rusm_pid_t back = m->from;
   if (m->kind == RUSM__N_LINK)
-    r = rusm__exit_node(RUSM__N_LINK_EXIT, to, RUSM_EXIT_NOCONNECTION, NULL, 0);
+    r = rusm__exit_node(RUSM__N_LINK_EXIT, who, code, NULL, 0);
   else if (m->kind == RUSM__N_MONITOR)
-    r = rusm__down_node((rusm_ref)m->aux, to, RUSM_EXIT_NOCONNECTION, NULL, 0);
+    r = rusm__down_node((rusm_ref)m->aux, who, code, NULL, 0);
   rusm__free_node(m);
   if (r)
     rusm__push_signal(rt, back, r);
+}
+
+void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  answer(rt, to, m, RUSM_EXIT_NOCONNECTION);
 }
 
 int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
@@ -352,17 +359,9 @@ int rusm__push_call(rusm_rt *rt, rusm_pid_t to, rusm__call_fn fn, void *ctx) {
 
 /* A signal that reached `dead` after it was reaped. */
 void rusm__answer_dead(rusm_rt *rt, rusm_pid_t dead, rusm_msg *m) {
-  rusm_msg *r = NULL;
-  rusm_pid_t to = m->from;
   if (m->kind == RUSM__N_CALL)
     call_dead(m);
-  if (m->kind == RUSM__N_LINK)
-    r = rusm__exit_node(RUSM__N_LINK_EXIT, dead, RUSM_EXIT_NOPROC, NULL, 0);
-  else if (m->kind == RUSM__N_MONITOR)
-    r = rusm__down_node((rusm_ref)m->aux, dead, RUSM_EXIT_NOPROC, NULL, 0);
-  rusm__free_node(m);
-  if (r)
-    rusm__push_signal(rt, to, r);
+  answer(rt, dead, m, RUSM_EXIT_NOPROC);
 }
 
 /* ---- API ------------------------------------------------------------- */
