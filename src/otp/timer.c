@@ -32,6 +32,16 @@
  *
  * Slot lists are circular and doubly linked (head->prev is the tail): O(1)
  * append, so timers that share a tick fire in the order they were added.
+ *
+ * Moving ahead. Entering a level-1 slot used to re-place all its timers at
+ * once: with a million pending that was some 64,000 scattered entries in
+ * one advance (5 ms with nothing else running). Level 0 therefore has a
+ * second array: while time runs through one level-1 slot, each advance
+ * moves a share (PREMOVE_PER_TICK per tick advanced, oldest first) of the
+ * next level-1 slot into the spare array by level-0 digit; when time
+ * enters that slot the arrays swap (take_spare), and what is left of the
+ * slot is drained as before, after the moved timers, so ties keep their
+ * order. The border into a new level-2 slot cascades the old way.
  */
 #include "otp/timer.h"
 
@@ -50,6 +60,29 @@ _Static_assert(RUSM__WHEEL_SLOTS == 64, "occupied[] is one uint64_t a level");
 
 static inline unsigned digit(uint64_t tick, unsigned level) {
   return (unsigned)((tick >> (level * BITS)) & DIGIT_MASK);
+}
+
+/* Where a timer is linked is t->level: a level, FIRING, or ALT for level
+ * 0's second array (w->spare). Which of the two arrays is level 0 now and
+ * which is the spare one flips at each level-1 slot. */
+#define ALT (LEVELS + 1)
+#define PREMOVE_PER_TICK 4096 /* timers moved ahead per tick advanced */
+
+static inline unsigned l0_tag(const rusm__wheel *w) {
+  return w->swapped ? ALT : 0;
+}
+static inline unsigned spare_tag(const rusm__wheel *w) {
+  return w->swapped ? 0 : ALT;
+}
+static inline rusm__timer **slot_at(rusm__wheel *w, unsigned tag,
+                                    unsigned slot) {
+  return tag == ALT ? &w->spare[slot] : &w->slots[tag][slot];
+}
+static inline uint64_t *occ_at(rusm__wheel *w, unsigned tag) {
+  return tag == ALT ? &w->spare_occupied : &w->occupied[tag];
+}
+static inline uint64_t occ_of(const rusm__wheel *w, unsigned tag) {
+  return tag == ALT ? w->spare_occupied : w->occupied[tag];
 }
 
 /* Tick holding ns, rounded down; times before the origin are tick 0. */
@@ -83,11 +116,11 @@ static int64_t tick_time(const rusm__wheel *w, uint64_t tick) {
 
 static void slot_push(rusm__wheel *w, rusm__timer *t, unsigned level,
                       unsigned slot) {
-  rusm__timer **head = &w->slots[level][slot];
+  rusm__timer **head = slot_at(w, level, slot);
   if (*head == NULL) {
     t->next = t->prev = t;
     *head = t;
-    w->occupied[level] |= UINT64_C(1) << slot;
+    *occ_at(w, level) |= UINT64_C(1) << slot;
   } else {
     rusm__timer *first = *head, *last = first->prev;
     t->next = first;
@@ -100,12 +133,12 @@ static void slot_push(rusm__wheel *w, rusm__timer *t, unsigned level,
 }
 
 static void slot_unlink(rusm__wheel *w, rusm__timer *t) {
-  assert(t->level < LEVELS && t->slot < RUSM__WHEEL_SLOTS);
-  rusm__timer **head = &w->slots[t->level][t->slot];
+  assert((t->level < LEVELS || t->level == ALT) && t->slot < RUSM__WHEEL_SLOTS);
+  rusm__timer **head = slot_at(w, t->level, t->slot);
   if (t->next == t) {
     assert(*head == t);
     *head = NULL;
-    w->occupied[t->level] &= ~(UINT64_C(1) << t->slot);
+    *occ_at(w, t->level) &= ~(UINT64_C(1) << t->slot);
   } else {
     t->prev->next = t->next;
     t->next->prev = t->prev;
@@ -118,7 +151,7 @@ static void slot_unlink(rusm__wheel *w, rusm__timer *t) {
 static void place(rusm__wheel *w, rusm__timer *t) {
   uint64_t e = t->expires, now = w->now;
   if (e <= now) {
-    slot_push(w, t, 0, digit(now, 0));
+    slot_push(w, t, l0_tag(w), digit(now, 0));
     return;
   }
   uint64_t diff = e ^ now;
@@ -127,7 +160,7 @@ static void place(rusm__wheel *w, rusm__timer *t) {
     return;
   }
   unsigned level = (unsigned)(63 - __builtin_clzll(diff)) / BITS;
-  slot_push(w, t, level, digit(e, level));
+  slot_push(w, t, level ? level : l0_tag(w), digit(e, level));
 }
 
 /* The due list is circular around a sentinel, so unlinking needs no head. */
@@ -146,21 +179,22 @@ static void due_unlink(rusm__timer *t) {
 }
 
 /*
- * Empties the slots of `level` named by `mask` (ascending, so timers keep
+ * Empties the slots of `level` (a tag: ALT for level 0's second array)
+ * named by `mask` (ascending, so timers keep
  * their expiry order): due timers go on the due list, later ones are placed
  * again relative to w->now, which is already the target tick.
  */
 static void drain(rusm__wheel *w, unsigned level, uint64_t mask,
                   rusm__timer *due) {
   rusm__timer *todo = NULL, *tail = NULL;
-  uint64_t bits = w->occupied[level] & mask;
+  uint64_t bits = *occ_at(w, level) & mask;
   /* Detach every slot first: a far timer placed again on the top level may
    * land in a slot of this same mask and must not be drained twice. */
   while (bits) {
     unsigned s = (unsigned)__builtin_ctzll(bits);
     bits &= bits - 1;
-    rusm__timer *head = w->slots[level][s];
-    w->slots[level][s] = NULL;
+    rusm__timer *head = *slot_at(w, level, s);
+    *slot_at(w, level, s) = NULL;
     if (tail)
       tail->next = head;
     else
@@ -168,7 +202,7 @@ static void drain(rusm__wheel *w, unsigned level, uint64_t mask,
     tail = head->prev;
     tail->next = NULL;
   }
-  w->occupied[level] &= ~mask;
+  *occ_at(w, level) &= ~mask;
   while (todo) {
     rusm__timer *t = todo;
     todo = t->next;
@@ -176,6 +210,50 @@ static void drain(rusm__wheel *w, unsigned level, uint64_t mask,
       due_push(due, t);
     else
       place(w, t); /* on a lower level, or the top one if beyond range */
+  }
+}
+
+/*
+ * Time entered a new level-1 slot (w->now is there). The spare array
+ * holds timers moved ahead of time: if they belong to this very slot (and
+ * level 0 was emptied by the drain before), the arrays swap and the ones
+ * whose tick has come are due; otherwise (time jumped further) they are
+ * drained like any other slot.
+ */
+static void take_spare(rusm__wheel *w, rusm__timer *due) {
+  unsigned st = spare_tag(w);
+  if (!occ_of(w, st))
+    return;
+  if (w->spare_period == w->now >> BITS && !occ_of(w, l0_tag(w))) {
+    w->swapped = !w->swapped;
+    unsigned to = digit(w->now, 0);
+    drain(w, l0_tag(w), ~UINT64_C(0) >> (63 - to), due); /* ticks <= now */
+  } else {
+    drain(w, st, ~UINT64_C(0), due);
+  }
+}
+
+/*
+ * Moves up to budget timers of the next level-1 slot (oldest first, so
+ * ties keep their order) into the spare array, by their level-0 digit.
+ * Skipped when the next slot starts a new level-2 slot: that border
+ * cascades the old way.
+ */
+static void premove(rusm__wheel *w, size_t budget) {
+  unsigned d1 = digit(w->now, 1);
+  if (d1 == DIGIT_MASK)
+    return;
+  uint64_t period = (w->now >> BITS) + 1;
+  unsigned st = spare_tag(w);
+  if (occ_of(w, st) && w->spare_period != period)
+    return; /* not reached: take_spare empties it at every slot change */
+  rusm__timer **head = &w->slots[1][d1 + 1];
+  while (*head && budget--) {
+    rusm__timer *t = *head;
+    assert(t->expires >> BITS == period);
+    slot_unlink(w, t);
+    w->spare_period = period;
+    slot_push(w, t, st, digit(t->expires, 0));
   }
 }
 
@@ -216,21 +294,31 @@ int64_t rusm__wheel_next_ns(const rusm__wheel *w) {
   if (w->count == 0)
     return -1;
   uint64_t now = w->now;
-  if (w->occupied[0] & (UINT64_C(1) << digit(now, 0)))
+  uint64_t occ0 = occ_of(w, l0_tag(w));
+  if (occ0 & (UINT64_C(1) << digit(now, 0)))
     return tick_time(w, now); /* due list: not later than now */
+  /* The spare array holds the next level-1 slot's first timers: exact. */
+  uint64_t spare = occ_of(w, spare_tag(w));
+  uint64_t cand =
+      spare ? w->spare_period << BITS | (uint64_t)__builtin_ctzll(spare)
+            : UINT64_MAX;
   for (unsigned level = 0; level < LEVELS; level++) {
     unsigned d = digit(now, level);
     if (d == DIGIT_MASK)
       continue; /* no slot above now's digit */
-    uint64_t above = w->occupied[level] & (~UINT64_C(0) << (d + 1));
+    uint64_t occ = level ? w->occupied[level] : occ0;
+    uint64_t above = occ & (~UINT64_C(0) << (d + 1));
     if (above) {
       /* The slot's first tick: exact on level 0, a lower bound above it. */
       unsigned shift = level * BITS;
       uint64_t base = now >> (shift + BITS) << (shift + BITS);
       uint64_t slot = (uint64_t)__builtin_ctzll(above);
-      return tick_time(w, base | (slot << shift));
+      uint64_t tick = base | (slot << shift);
+      return tick_time(w, tick < cand ? tick : cand);
     }
   }
+  if (spare)
+    return tick_time(w, cand);
   if (w->occupied[TOP]) /* only timers beyond the range: next era */
     return tick_time(w, ((now >> RANGE_BITS) + 1) << RANGE_BITS);
   /* Only timers on a running advance()'s due list (asked by a callback). */
@@ -250,10 +338,11 @@ size_t rusm__wheel_advance(rusm__wheel *w, int64_t now_ns,
   /* Timers added with a past deadline fire first: they are the oldest. */
   w->now = target;
   unsigned d0 = digit(old, 0);
-  if (w->occupied[0] & (UINT64_C(1) << d0)) {
-    rusm__timer *t = w->slots[0][d0];
-    w->slots[0][d0] = NULL;
-    w->occupied[0] &= ~(UINT64_C(1) << d0);
+  unsigned l0 = l0_tag(w);
+  if (*occ_at(w, l0) & (UINT64_C(1) << d0)) {
+    rusm__timer *t = *slot_at(w, l0, d0);
+    *slot_at(w, l0, d0) = NULL;
+    *occ_at(w, l0) &= ~(UINT64_C(1) << d0);
     t->prev->next = NULL;
     while (t) {
       rusm__timer *next = t->next;
@@ -274,7 +363,9 @@ size_t rusm__wheel_advance(rusm__wheel *w, int64_t now_ns,
       /* Slots (from, to]: from < to <= 63, so both shifts are < 64. */
       mask = (~UINT64_C(0) << (from + 1)) & (~UINT64_C(0) >> (63 - to));
     }
-    drain(w, level, mask, &due);
+    if (level == 1)
+      take_spare(w, &due); /* time left its level-1 slot */
+    drain(w, level ? level : l0_tag(w), mask, &due);
   }
 
   size_t fired = 0;
@@ -287,5 +378,8 @@ size_t rusm__wheel_advance(rusm__wheel *w, int64_t now_ns,
     fired++;
     fire(t, ctx); /* may free t: not touched after this */
   }
+  uint64_t ticks = target - old + 1;
+  premove(w, ticks > SIZE_MAX / PREMOVE_PER_TICK ? SIZE_MAX
+                                                 : ticks * PREMOVE_PER_TICK);
   return fired;
 }

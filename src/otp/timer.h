@@ -33,6 +33,14 @@ typedef struct rusm__wheel {
   size_t count;      /* armed timers */
   uint64_t occupied[RUSM__WHEEL_LEVELS]; /* bit per non-empty slot */
   rusm__timer *slots[RUSM__WHEEL_LEVELS][RUSM__WHEEL_SLOTS];
+  /* Level 0 has two arrays: while time runs through one level-1 slot, the
+   * next level-1 slot's timers move, a share at each advance, into the
+   * spare one, which becomes level 0 when time enters that slot. So no
+   * advance re-places a whole level-1 slot at once (timer.c). */
+  rusm__timer *spare[RUSM__WHEEL_SLOTS];
+  uint64_t spare_occupied;
+  uint64_t spare_period; /* tick >> BITS of the timers in the spare array */
+  bool swapped;          /* level 0 is the spare array, slots[0] the other */
 } rusm__wheel;
 
 /* Starts an empty wheel at now_ns with the given resolution (> 0). */

@@ -105,6 +105,18 @@ static rusm__sched *my_sched(rusm__timers *T) {
 
 static rusm__tentry *entry_alloc(rusm__timers *T) {
   rusm__sched *me = my_sched(T);
+  if (me && !me->tcache) {
+    /* refill with a batch: one lock for CACHE_MAX / 2 timers */
+    pthread_mutex_lock(&T->lock);
+    while (T->free && me->tcache_n < CACHE_MAX / 2) {
+      rusm__tentry *e = T->free;
+      T->free = e->next;
+      e->next = me->tcache;
+      me->tcache = e;
+      me->tcache_n++;
+    }
+    pthread_mutex_unlock(&T->lock);
+  }
   if (me && me->tcache) {
     rusm__tentry *e = me->tcache;
     me->tcache = e->next;
@@ -139,10 +151,26 @@ static void entry_release(rusm__timers *T, rusm__tentry *e) {
                         memory_order_release);
   atomic_fetch_sub_explicit(&T->pending, 1, memory_order_relaxed);
   rusm__sched *me = my_sched(T);
-  if (me && me->tcache_n < CACHE_MAX) {
+  if (me) {
     e->next = me->tcache;
     me->tcache = e;
-    me->tcache_n++;
+    if (++me->tcache_n < 2 * CACHE_MAX)
+      return;
+    /* Full: the older half goes back in one go (one lock for CACHE_MAX
+     * timers, not one each: schedulers firing side by side contended). */
+    rusm__tentry *last = me->tcache;
+    for (uint32_t i = 1; i < CACHE_MAX; i++)
+      last = last->next;
+    rusm__tentry *give = last->next;
+    last->next = NULL;
+    me->tcache_n = CACHE_MAX;
+    rusm__tentry *tail = give;
+    while (tail->next)
+      tail = tail->next;
+    pthread_mutex_lock(&T->lock);
+    tail->next = T->free;
+    T->free = give;
+    pthread_mutex_unlock(&T->lock);
     return;
   }
   pthread_mutex_lock(&T->lock);
