@@ -37,7 +37,7 @@
  * once: with a million pending that was some 64,000 scattered entries in
  * one advance (5 ms with nothing else running). Level 0 therefore has a
  * second array: while time runs through one level-1 slot, each advance
- * moves a share (PREMOVE_PER_TICK per tick advanced, oldest first) of the
+ * moves an even share (what is left over the ticks left, oldest first) of the
  * next level-1 slot into the spare array by level-0 digit; when time
  * enters that slot the arrays swap (take_spare), and what is left of the
  * slot is drained as before, after the moved timers, so ties keep their
@@ -66,7 +66,6 @@ static inline unsigned digit(uint64_t tick, unsigned level) {
  * 0's second array (w->spare). Which of the two arrays is level 0 now and
  * which is the spare one flips at each level-1 slot. */
 #define ALT (LEVELS + 1)
-#define PREMOVE_PER_TICK 4096 /* timers moved ahead per tick advanced */
 
 static inline unsigned l0_tag(const rusm__wheel *w) {
   return w->swapped ? ALT : 0;
@@ -117,6 +116,8 @@ static int64_t tick_time(const rusm__wheel *w, uint64_t tick) {
 static void slot_push(rusm__wheel *w, rusm__timer *t, unsigned level,
                       unsigned slot) {
   rusm__timer **head = slot_at(w, level, slot);
+  if (level == 1)
+    w->l1_count[slot]++;
   if (*head == NULL) {
     t->next = t->prev = t;
     *head = t;
@@ -135,6 +136,8 @@ static void slot_push(rusm__wheel *w, rusm__timer *t, unsigned level,
 static void slot_unlink(rusm__wheel *w, rusm__timer *t) {
   assert((t->level < LEVELS || t->level == ALT) && t->slot < RUSM__WHEEL_SLOTS);
   rusm__timer **head = slot_at(w, t->level, t->slot);
+  if (t->level == 1)
+    w->l1_count[t->slot]--;
   if (t->next == t) {
     assert(*head == t);
     *head = NULL;
@@ -195,6 +198,8 @@ static void drain(rusm__wheel *w, unsigned level, uint64_t mask,
     bits &= bits - 1;
     rusm__timer *head = *slot_at(w, level, s);
     *slot_at(w, level, s) = NULL;
+    if (level == 1)
+      w->l1_count[s] = 0;
     if (tail)
       tail->next = head;
     else
@@ -234,15 +239,21 @@ static void take_spare(rusm__wheel *w, rusm__timer *due) {
 }
 
 /*
- * Moves up to budget timers of the next level-1 slot (oldest first, so
+ * Moves a share of the timers of the next level-1 slot (oldest first, so
  * ties keep their order) into the spare array, by their level-0 digit.
  * Skipped when the next slot starts a new level-2 slot: that border
  * cascades the old way.
  */
-static void premove(rusm__wheel *w, size_t budget) {
+static void premove(rusm__wheel *w, uint64_t ticks) {
   unsigned d1 = digit(w->now, 1);
-  if (d1 == DIGIT_MASK)
+  if (d1 == DIGIT_MASK || !w->l1_count[d1 + 1])
     return;
+  /* An even share: what is left over the ticks left in this slot, for
+   * each tick this advance covered (at least one), so the work is spread
+   * and done before the border. */
+  uint64_t left = RUSM__WHEEL_SLOTS - digit(w->now, 0);
+  uint64_t share = (w->l1_count[d1 + 1] + left - 1) / left;
+  uint64_t budget = share * (ticks ? ticks : 1);
   uint64_t period = (w->now >> BITS) + 1;
   unsigned st = spare_tag(w);
   if (occ_of(w, st) && w->spare_period != period)
@@ -378,8 +389,6 @@ size_t rusm__wheel_advance(rusm__wheel *w, int64_t now_ns,
     fired++;
     fire(t, ctx); /* may free t: not touched after this */
   }
-  uint64_t ticks = target - old + 1;
-  premove(w, ticks > SIZE_MAX / PREMOVE_PER_TICK ? SIZE_MAX
-                                                 : ticks * PREMOVE_PER_TICK);
+  premove(w, target - old);
   return fired;
 }

@@ -40,7 +40,8 @@ typedef struct rusm__wheel {
   rusm__timer *spare[RUSM__WHEEL_SLOTS];
   uint64_t spare_occupied;
   uint64_t spare_period; /* tick >> BITS of the timers in the spare array */
-  bool swapped;          /* level 0 is the spare array, slots[0] the other */
+  uint32_t l1_count[RUSM__WHEEL_SLOTS]; /* timers in each level-1 slot */
+  bool swapped; /* level 0 is the spare array, slots[0] the other */
 } rusm__wheel;
 
 /* Starts an empty wheel at now_ns with the given resolution (> 0). */
