@@ -31,6 +31,11 @@ extern const size_t rusm__cli_verb_count;
 /* Prints the top-level usage (cmd_help.c). */
 void rusm__cli_usage(FILE *to);
 
+/* A bad-arguments exit: "rusm <verb>: <message>", a blank line, the verb's
+ * usage, all on stderr; returns RUSM__CLI_USAGE (cmd_help.c). */
+int rusm__cli_bad(const char *verb, void (*usage)(FILE *to), const char *fmt,
+                  ...) __attribute__((format(printf, 3, 4)));
+
 int rusm__cmd_bench(int argc, char **argv);
 int rusm__cmd_top(int argc, char **argv);
 int rusm__cmd_dashboard(int argc, char **argv);

@@ -39,17 +39,7 @@ static void usage(FILE *to) {
           DEFAULT_DAYS);
 }
 
-static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad(const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "rusm cluster: %s\n\n", msg);
-  usage(stderr);
-  return RUSM__CLI_USAGE;
-}
+#define bad(...) rusm__cli_bad("cluster", usage, __VA_ARGS__)
 
 static bool name_ok(const char *s) {
   size_t n = 0;

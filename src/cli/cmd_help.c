@@ -1,6 +1,8 @@
 /*
  * cmd_help.c — `rusm help` / `rusm --help`.
  */
+#include <stdarg.h>
+
 #include "cli/cmd.h"
 
 void rusm__cli_usage(FILE *to) {
@@ -14,4 +16,16 @@ void rusm__cli_usage(FILE *to) {
 int rusm__cmd_help(int argc, char **argv) {
   rusm__cli_usage(stdout);
   return RUSM__CLI_OK;
+}
+
+int rusm__cli_bad(const char *verb, void (*usage)(FILE *to), const char *fmt,
+                  ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "rusm %s: %s\n\n", verb, msg);
+  usage(stderr);
+  return RUSM__CLI_USAGE;
 }

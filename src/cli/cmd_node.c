@@ -680,17 +680,7 @@ static void usage(FILE *to) {
           (unsigned)RUSM_NODE_ID_MAX);
 }
 
-static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int bad(const char *fmt, ...) {
-  char msg[512];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
-  fprintf(stderr, "rusm node: %s\n\n", msg);
-  usage(stderr);
-  return RUSM__CLI_USAGE;
-}
+#define bad(...) rusm__cli_bad("node", usage, __VA_ARGS__)
 
 typedef struct node_args {
   const char *name, *listen, *ca, *cert, *key, *certs;
