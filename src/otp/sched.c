@@ -141,7 +141,7 @@ void rusm__schedule(rusm_proc *p) {
   if (me && me != home && me->rt == home->rt && rusm__tl.cur &&
       rusm__tl.cur != p &&
       atomic_load_explicit(&home->sleeping, memory_order_relaxed) &&
-      !atomic_load_explicit(&p->timer_armed, memory_order_relaxed)) {
+      !atomic_load_explicit(&p->timer_armed, memory_order_acquire)) {
     /* Its home sleeps: rather than pay a futex wake (and a cold cache),
      * take it over, as a thief would. Processes that talk to each other
      * end up on one scheduler; idle ones steal the surplus back. A process
@@ -190,8 +190,9 @@ static rusm_proc *steal_from(rusm__sched *s, rusm__sched *v, bool stuck) {
   rusm_proc *prev = NULL, *p = v->q_head;
   while (p && n < want) {
     rusm_proc *next = p->rq_next;
-    /* relaxed: written by v's thread; a stale answer only delays a steal */
-    if (atomic_load_explicit(&p->timer_armed, memory_order_relaxed)) {
+    /* acquire: pairs with timer_fire's release (see there); a stale true
+     * only delays a steal */
+    if (atomic_load_explicit(&p->timer_armed, memory_order_acquire)) {
       prev = p;
       p = next;
       continue;
@@ -260,7 +261,9 @@ static rusm_proc *try_steal(rusm__sched *s, const uint64_t *seen_picks) {
 static void timer_fire(rusm__timer *t, void *ctx) {
   (void)ctx;
   rusm_proc *p = (rusm_proc *)((char *)t - offsetof(rusm_proc, timer));
-  atomic_store_explicit(&p->timer_armed, false, memory_order_relaxed);
+  /* release: a thief or waker that reads false (acquire) and moves the
+   * process also sees the wheel done with p->timer (its armed flag). */
+  atomic_store_explicit(&p->timer_armed, false, memory_order_release);
   /* The process is parked (we own waking it), or queued on this very
    * scheduler: then it re-checks its deadline when it runs. */
   if (rusm__mbox_unpark(&p->mbox, &p->cons))
