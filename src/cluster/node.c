@@ -381,7 +381,9 @@ static void route(void *ctx, rusm_pid_t to, rusm_msg *m) {
   uint16_t id = rusm_pid_node(to);
   pthread_mutex_lock(&n->mu);
   peer *p = peer_get(n, id, false);
-  if (!p || !p->known || atomic_load(&n->stopping)) {
+  /* relaxed: a send racing the stop may still be queued, then dropped */
+  if (!p || !p->known ||
+      atomic_load_explicit(&n->stopping, memory_order_relaxed)) {
     CNT(n, msgs_dropped, m->kind == RUSM__N_MSG);
     pthread_mutex_unlock(&n->mu);
     rusm__answer_unreachable(n->rt, to, m);
@@ -658,23 +660,12 @@ static void deliver_msg(rusm_node *n, rusm_pid_t to, rusm_pid_t from,
   rusm__deliver(n->rt, to, m);
 }
 
+/* A signal from a remote process to a local one; a link or monitor on a
+ * local pid that is gone is answered noproc, back over the connection
+ * (route() also drops the bookkeeping). */
 static void push(rusm_node *n, rusm_pid_t to, rusm_msg *m) {
-  if (!m)
-    return;
-  uint8_t kind = m->kind;
-  rusm_pid_t from = m->from;
-  uint64_t ref = (uint64_t)m->aux;
-  if (rusm__push_signal(n->rt, to, m) != RUSM_ENOPROC)
-    return;
-  /* a link or monitor on a local pid that is gone: answered noproc, back
-   * over the connection (route() also drops the bookkeeping) */
-  rusm_msg *r = NULL;
-  if (kind == RUSM__N_LINK)
-    r = rusm__exit_node(RUSM__N_LINK_EXIT, to, RUSM_EXIT_NOPROC, NULL, 0);
-  else if (kind == RUSM__N_MONITOR)
-    r = rusm__down_node(ref, to, RUSM_EXIT_NOPROC, NULL, 0);
-  if (r)
-    rusm__push_signal(n->rt, from, r);
+  if (m)
+    rusm__push_signal_answered(n->rt, to, m);
 }
 
 static void handle_spawn(rusm_node *n, peer *p, const rusm__wire_spawn_req *r) {

@@ -365,6 +365,10 @@ rusm_msg *rusm__exit_node(uint8_t kind, rusm_pid_t from, rusm_exit_code code,
                           const uint8_t *data, uint32_t len);
 /* Pushes node m to pid (consumed either way). 0 or RUSM_ENOPROC. */
 int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
+/* As rusm__push_signal, but a link or monitor for a pid that is not alive
+ * is answered (Exit / Down noproc to its sender), as after a death: for
+ * signals whose sender did not handle the error itself (a remote one). */
+int rusm__push_signal_answered(rusm_rt *rt, rusm_pid_t to, rusm_msg *m);
 void rusm__act_on_signal(rusm_proc *p, rusm_msg *m);
 void rusm__lk_sync(rusm_proc *p);
 void rusm__signals_on_exit(rusm_proc *p, rusm_exit_code code,

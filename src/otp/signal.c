@@ -136,23 +136,33 @@ void rusm__answer_unreachable(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
   answer(rt, to, m, RUSM_EXIT_NOCONNECTION);
 }
 
-int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+/* answer: a node that finds no live process is answered as one that
+ * reached it after its death (rusm__answer_dead) instead of dropped. */
+static int push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m, bool answer) {
   rusm_proc *p = rusm__proc_get(rt, to);
-  if (!p) {
-    if (rusm__route_remote(rt, to, m))
-      return 0; /* the answer, if any, comes back as a signal */
-    rusm__free_node(m);
+  if (!p && rusm__route_remote(rt, to, m))
+    return 0; /* the answer, if any, comes back as a signal */
+  if (!p || rusm__exited(p)) {
+    if (p)
+      rusm__proc_unref(p);
+    if (answer)
+      rusm__answer_dead(rt, to, m);
+    else
+      rusm__free_node(m);
     return RUSM_ENOPROC;
   }
-  int rc = 0;
-  if (rusm__exited(p)) {
-    rusm__free_node(m);
-    rc = RUSM_ENOPROC;
-  } else if (rusm__mbox_push(&p->mbox, &m->node)) {
+  if (rusm__mbox_push(&p->mbox, &m->node))
     rusm__schedule(p);
-  }
   rusm__proc_unref(p);
-  return rc;
+  return 0;
+}
+
+int rusm__push_signal(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  return push_signal(rt, to, m, false);
+}
+
+int rusm__push_signal_answered(rusm_rt *rt, rusm_pid_t to, rusm_msg *m) {
+  return push_signal(rt, to, m, true);
 }
 
 /* Mirrors table sizes for observers (relaxed: counts, not publication). */
